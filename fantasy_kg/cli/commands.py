@@ -1,0 +1,10 @@
+"""The list of commands attached to the ``fantasy-kg`` group, one module per area."""
+
+import click
+
+
+def all_commands() -> list[click.Command]:
+    """Import each command module and return its commands, in help order."""
+    from fantasy_kg.cli import sections_cmd
+
+    return [*sections_cmd.COMMANDS]
