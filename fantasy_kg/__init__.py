@@ -1,4 +1,4 @@
-"""fantasy_kg: book series to knowledge graphs with Claude, as a Dagster plugin, a CLI and a Python API.
+"""fantasy_kg: book series to knowledge graphs with Claude (Dagster plugin, CLI, Python API).
 
 The package is layered (see docs/architecture.md): ``fantasy_kg.domain`` is pure, the integration
 modules (``llm``, ``local_api``, ``warehouse``, ``pipeline``) talk to the outside world, and

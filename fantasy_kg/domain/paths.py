@@ -52,7 +52,7 @@ def jobs_dir(root: Path | None = None) -> Path:
 
 
 def warehouse_path(root: Path | None = None) -> Path:
-    """Default DuckDB file; not named like a schema (a ``kg.duckdb`` catalog clashes with ``kg``)."""
+    """Default DuckDB file, not named like a schema (``kg.duckdb`` would clash with ``kg``)."""
     return (root or data_dir()) / "fantasy_kg.duckdb"
 
 

@@ -123,7 +123,7 @@ class RelationshipInstance(BaseModel):
     target: str = Field(description="Entity id of the target (object) of the relationship.")
     type: str = Field(description="Relationship type from the ontology (e.g. PARENT_OF).")
     description: str = Field(default="", description="Short statement of the fact.")
-    evidence: list[Evidence] = Field(default_factory=list, description="Verbatim supporting quotes.")
+    evidence: list[Evidence] = Field(default_factory=list, description="Supporting quotes.")
     attributes: dict[str, Any] = Field(default_factory=dict, description="Qualifiers of the fact.")
     confidence: Confidence = Field(default_factory=lambda: Confidence(score=1.0))
 

@@ -1,0 +1,5 @@
+"""The Dagster code location (placeholder until the Dagster plugin lands)."""
+
+import dagster as dg
+
+defs = dg.Definitions()

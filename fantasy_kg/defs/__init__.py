@@ -1,0 +1,1 @@
+"""Dagster definitions: partitions, resources, assets, sensors and checks (wiring only)."""

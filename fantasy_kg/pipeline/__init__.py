@@ -1,0 +1,1 @@
+"""Pipeline steps shared by the CLI and Dagster: each one a function over paths and clients."""

@@ -1,0 +1,1 @@
+"""DuckDB warehouse: migrations, per-series idempotent loads and read queries."""
