@@ -5,6 +5,6 @@ import click
 
 def all_commands() -> list[click.Command]:
     """Import each command module and return its commands, in help order."""
-    from fantasy_kg.cli import sections_cmd
+    from fantasy_kg.cli import extract_cmd, sections_cmd
 
-    return [*sections_cmd.COMMANDS]
+    return [*sections_cmd.COMMANDS, *extract_cmd.COMMANDS]

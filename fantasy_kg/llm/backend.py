@@ -1,0 +1,109 @@
+"""Backend selection: the real Anthropic API, or the embedded local one when no key exists.
+
+``auto`` (the default) picks ``anthropic`` when ``ANTHROPIC_API_KEY`` (or an explicit key) is
+configured and ``local`` otherwise, so a fresh machine runs the whole pipeline with no account.
+The local backend is an Anthropic-compatible HTTP API on 127.0.0.1 whose "model" is a
+deterministic rule-based extractor; the same SDK code path talks to it, and its use is announced
+loudly because its output is a baseline, not Claude.
+
+The key lives only in the SDK client's memory: it is never logged, stored or put in a message.
+"""
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from anthropic import AsyncAnthropic
+
+from fantasy_kg.domain.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+BackendName = Literal["anthropic", "local"]
+BACKEND_CHOICES = ("auto", "anthropic", "local")
+LOCAL_BANNER = "backend=local: deterministic baseline extractor, not Claude"
+#: Placeholder credential for the local server (it accepts any key; the SDK insists on one).
+LOCAL_API_KEY = "local-backend-no-key"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved backend.
+
+    Attributes:
+        name: ``anthropic`` or ``local``.
+        base_url: Where the SDK sends requests (``None``: the SDK's default or
+            ``ANTHROPIC_BASE_URL``).
+        api_key: The credential (excluded from ``repr`` so it never lands in a log by accident).
+    """
+
+    name: BackendName
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+
+def _local_base_url() -> str:
+    """Start (or find) the embedded local API server and return its base URL."""
+    module = importlib.import_module("fantasy_kg.local_api")
+    ensure = getattr(module, "ensure_local_server", None)
+    if ensure is None:
+        raise ConfigError(
+            "the local backend is not available in this installation: set ANTHROPIC_API_KEY "
+            "or use --backend anthropic"
+        )
+    server: Any = ensure()
+    url = server if isinstance(server, str) else getattr(server, "base_url", None)
+    if not url:
+        raise ConfigError("the local backend did not report its address: re-run with -v")
+    return str(url)
+
+
+def resolve_backend(
+    choice: str = "auto", *, api_key: str | None = None, base_url: str | None = None
+) -> Backend:
+    """Decide which backend to use and announce it.
+
+    Args:
+        choice: ``auto`` | ``anthropic`` | ``local`` (``--backend``; ``FANTASY_KG_BACKEND`` when
+            ``auto``).
+        api_key: An explicit key; otherwise ``ANTHROPIC_API_KEY``.
+        base_url: An explicit base URL for the anthropic backend (else ``ANTHROPIC_BASE_URL``).
+
+    Raises:
+        ConfigError: unknown choice, or ``anthropic`` forced without a key.
+    """
+    if choice == "auto":
+        choice = os.environ.get("FANTASY_KG_BACKEND", "auto") or "auto"
+    if choice not in BACKEND_CHOICES:
+        raise ConfigError(
+            f"unknown backend {choice!r}: use one of {', '.join(BACKEND_CHOICES)} (--backend)"
+        )
+    key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+    if choice == "anthropic" or (choice == "auto" and key):
+        if not key:
+            raise ConfigError(
+                "backend 'anthropic' needs an API key: set ANTHROPIC_API_KEY or use --backend local"
+            )
+        return Backend(name="anthropic", base_url=base_url, api_key=key)
+    url = base_url or _local_base_url()
+    logger.warning(LOCAL_BANNER)
+    return Backend(name="local", base_url=url, api_key=LOCAL_API_KEY)
+
+
+def make_async_client(
+    backend: Backend,
+    *,
+    max_retries: int = 3,
+    timeout: float = 600.0,
+    default_headers: dict[str, str] | None = None,
+) -> AsyncAnthropic:
+    """Build the SDK client for a backend."""
+    return AsyncAnthropic(
+        api_key=backend.api_key,
+        base_url=backend.base_url,
+        max_retries=max_retries,
+        timeout=timeout,
+        default_headers=default_headers,
+    )

@@ -1,0 +1,1273 @@
+"""``AnthropicBatchProvider``: the guide's batch client, made crash-safe and complete.
+
+The guide's workflow keeps working with only the imports changed::
+
+    provider = AnthropicBatchProvider(jobs_dir="data/batch_jobs")
+    job = await provider.create_batch(requests, output_dir, model, series_name="Oz")
+    await provider.poll_until_complete(job.id, poll_interval_seconds=60)
+    summary = await provider.process_results_to_files(job.id, ExtractionResult)
+
+What it adds:
+
+* **Exactly-once submission** (design invariant 1). The API has no idempotency key and the SDK
+  retries a failed ``POST /v1/messages/batches`` by itself, so: an intent record goes to disk
+  first, create runs with SDK retries off, the batch id is persisted at once, and after an
+  ambiguous failure (timeout, dropped connection, 5xx/529) the server's batch list is searched for
+  a batch created inside the submission window with the same request count before anything is
+  sent again. A re-run with the same manifest reuses the existing job or reconciles a ``pending``
+  intent; a crash at any point followed by a re-run submits nothing twice.
+* **Every result handled** (invariant 2): see :mod:`fantasy_kg.llm.results`. Truncated answers are
+  split in two and resubmitted, retryable failures go into one follow-up batch
+  (:meth:`AnthropicBatchProvider.create_followup`), and at the end
+  ``submitted == written + parts + failed + split`` holds for every batch.
+* **Usage and cost** per request and per batch, at the batch rate with the real-time price beside
+  it, in the job file.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anthropic
+from anthropic import AsyncAnthropic
+from pydantic import BaseModel
+
+from fantasy_kg.domain import paths
+from fantasy_kg.domain.catalog import get_model
+from fantasy_kg.domain.errors import ConfigError, PreflightError, UserError
+from fantasy_kg.domain.failpoints import failpoint
+from fantasy_kg.domain.pricing import Cost, TokenUsage
+from fantasy_kg.domain.schemas import ExtractionResult
+from fantasy_kg.llm.jobs import (
+    BatchProcessingStatus,
+    BatchResultType,
+    FailureRecord,
+    InputRef,
+    IntentRecord,
+    JobRecord,
+    JobStore,
+    RequestUsage,
+    ResultCounts,
+    manifest_hash,
+    utcnow,
+)
+from fantasy_kg.llm.requests import (
+    PreparedRequest,
+    RequestMeta,
+    as_prepared,
+    half_custom_id,
+    preflight,
+    split_request,
+)
+from fantasy_kg.llm.results import (
+    Provenance,
+    cost_of,
+    interpret_error,
+    interpret_message,
+    not_run_failure,
+    part_path,
+    record_split,
+    result_path,
+    try_merge,
+    write_failure,
+    write_result,
+)
+
+logger = logging.getLogger(__name__)
+
+GUIDE_JOBS_DIR = "data/batch_jobs"
+#: Seconds of clock skew tolerated when matching a server ``created_at`` to a local window.
+CLOCK_SKEW = timedelta(seconds=120)
+DEFAULT_TIMEOUT = 600.0
+RESULTS_REFETCHES = 4
+
+
+class ResultsArchivedError(UserError):
+    """The batch's results are past the 29-day retention and cannot be downloaded anymore."""
+
+
+class BatchNotEndedError(UserError):
+    """Results were asked for before the batch ended."""
+
+
+@dataclass
+class BatchResultItem:
+    """One line of a batch's results, joined on ``custom_id``.
+
+    Attributes:
+        custom_id: The request it answers.
+        result_type: succeeded, errored, canceled or expired.
+        message: The SDK ``Message`` for succeeded lines.
+        error: The ``ErrorResponse`` for errored lines.
+    """
+
+    custom_id: str
+    result_type: BatchResultType
+    message: Any = None
+    error: Any = None
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """Whether a failed create may nevertheless have created the batch on the server."""
+    if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code in (408, 409)
+    return False
+
+
+def _retry_after(exc: anthropic.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    raw_ms = headers.get("retry-after-ms")
+    raw = headers.get("retry-after")
+    try:
+        if raw_ms is not None:
+            return max(0.0, float(raw_ms) / 1000)
+        if raw is not None:
+            return max(0.0, float(raw))
+    except ValueError:
+        return None
+    return None
+
+
+def _backoff(attempt: int, base: float) -> float:
+    return float(min(base * 2**attempt, 60.0) * (1 - 0.25 * random.random()))
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _describe_status_error(exc: anthropic.APIStatusError) -> str:
+    """One line about an HTTP error (the SDK message carries the API's, never the key)."""
+    msg = str(getattr(exc, "message", "") or exc).splitlines()[0]
+    return f"HTTP {exc.status_code}: {msg[:300]}"
+
+
+class AnthropicBatchProvider:
+    """The guide's Message Batches client over the official ``anthropic`` SDK.
+
+    Args:
+        api_key: Anthropic API key; ``None`` reads ``ANTHROPIC_API_KEY`` (or, with no key at all,
+            uses the embedded local backend; see :mod:`fantasy_kg.llm.backend`). Never stored.
+        jobs_dir: Folder of job files. The guide's default ``data/batch_jobs`` follows
+            ``$FANTASY_KG_DATA_DIR``.
+        base_url: API base URL (``ANTHROPIC_BASE_URL`` when ``None``).
+        client: A ready ``AsyncAnthropic`` (tests, custom transports); overrides the above.
+        max_retries: SDK retries for idempotent calls (retrieve, list, results). Create always
+            runs with SDK retries off and is retried here, after reconciliation.
+        timeout: Per-request timeout in seconds.
+        create_attempts: How many create calls one submission may make.
+        max_attempts: Batches per section before retryable failures stay recorded (the first
+            submission is attempt 1, its follow-up attempt 2).
+        backend: ``anthropic`` | ``local`` | ``auto`` (recorded in job files; ``auto`` decides
+            by whether a key is configured).
+        retry_base_delay: First backoff delay in seconds (tests make it small).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        jobs_dir: str | Path = GUIDE_JOBS_DIR,
+        *,
+        base_url: str | None = None,
+        client: AsyncAnthropic | None = None,
+        max_retries: int = 3,
+        timeout: float = DEFAULT_TIMEOUT,
+        create_attempts: int = 4,
+        max_attempts: int = 2,
+        backend: str = "auto",
+        retry_base_delay: float = 1.0,
+    ) -> None:
+        from fantasy_kg.llm.backend import make_async_client, resolve_backend
+
+        self.store = JobStore(None if str(jobs_dir) == GUIDE_JOBS_DIR else Path(jobs_dir))
+        self.timeout = timeout
+        self.create_attempts = max(1, create_attempts)
+        self.max_attempts = max(1, max_attempts)
+        self.retry_base_delay = retry_base_delay
+        if client is not None:
+            self.client = client
+            self.backend = backend if backend != "auto" else "anthropic"
+        else:
+            resolved = resolve_backend(backend, api_key=api_key, base_url=base_url)
+            self.backend = resolved.name
+            self.client = make_async_client(resolved, max_retries=max_retries, timeout=timeout)
+        self._create_client = self.client.with_options(max_retries=0)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where job files are written."""
+        return self.store.root
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        await self.client.close()
+
+    async def __aenter__(self) -> "AnthropicBatchProvider":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ======================================================================================
+    # Create
+    # ======================================================================================
+
+    async def create_batch(
+        self,
+        requests: Sequence[dict[str, Any] | PreparedRequest],
+        output_dir: str | Path,
+        model: str,
+        series_name: str | None = None,
+        **options: Any,
+    ) -> JobRecord:
+        """Submit ``requests`` as one batch (the guide's method) and return its job record.
+
+        Pre-flight runs first; nothing is sent if any request would be rejected. When the
+        requests exceed 100,000 or 256 MB they go out as several batches: the first job is
+        returned and lists the others in ``sibling_batch_ids`` (use :meth:`create_batches` to get
+        them all). Re-submitting the same manifest reuses its batch.
+
+        Raises:
+            PreflightError: a request would be rejected (names the section and why).
+            ConfigError: unknown model or bad credentials.
+        """
+        jobs = await self.create_batches(requests, output_dir, model, series_name, **options)
+        return jobs[0]
+
+    async def create_batches(
+        self,
+        requests: Sequence[dict[str, Any] | PreparedRequest],
+        output_dir: str | Path,
+        model: str,
+        series_name: str | None = None,
+        *,
+        series: str | None = None,
+        parent_batch_id: str | None = None,
+        attempt: int = 1,
+        force_new: bool = False,
+        estimated_cost: Cost | None = None,
+    ) -> list[JobRecord]:
+        """Like :meth:`create_batch`, returning every batch the requests were split into.
+
+        Args:
+            requests: Guide-style dicts or :class:`PreparedRequest` objects.
+            output_dir: Where ``<custom_id>_extracted.json`` files go.
+            model: Model id or alias.
+            series_name: Display name of the series (the guide's argument).
+            series: Series slug (derived from the requests' metadata or ``series_name``).
+            parent_batch_id: For follow-up batches: the batch whose failures they retry.
+            attempt: Attempt number (1 for a first submission).
+            force_new: Submit even if the same manifest already has a settled batch (used to
+                resubmit archived or permanently failed sections on purpose).
+            estimated_cost: Pre-flight estimate to store beside the actual cost.
+        """
+        info = get_model(model)
+        prepared = as_prepared(requests)
+        report = preflight(prepared, info.id)
+        for warning in report.warnings:
+            logger.warning("pre-flight: %s", warning)
+        out_dir = Path(output_dir).expanduser().resolve()
+        slug = series or next((r.meta.series for r in prepared if r.meta.series), "")
+        if not slug and series_name:
+            slug = paths.slugify(series_name)
+        jobs: list[JobRecord] = []
+        for group_idx in report.batches:
+            group = [prepared[i] for i in group_idx]
+            share = len(group) / max(1, len(prepared))
+            est = estimated_cost or report.estimated_cost
+            job = await self._submit_exactly_once(
+                group,
+                out_dir,
+                info.id,
+                series_name=series_name,
+                series=slug,
+                parent_batch_id=parent_batch_id,
+                attempt=attempt,
+                force_new=force_new,
+                estimated_cost=Cost(
+                    batch_usd=est.batch_usd * share, realtime_usd=est.realtime_usd * share
+                ),
+            )
+            jobs.append(job)
+        if len(jobs) > 1:
+            ids = [j.id for j in jobs]
+            for job in jobs:
+                job.sibling_batch_ids = [i for i in ids if i != job.id]
+                self.store.save(job)
+        return jobs
+
+    async def _submit_exactly_once(
+        self,
+        group: list[PreparedRequest],
+        output_dir: Path,
+        model: str,
+        *,
+        series_name: str | None,
+        series: str,
+        parent_batch_id: str | None,
+        attempt: int,
+        force_new: bool,
+        estimated_cost: Cost,
+    ) -> JobRecord:
+        mhash = manifest_hash(group, model)
+        with self.store.lock(mhash):
+            intent = self.store.load_intent(mhash)
+            if intent is not None and intent.state == "created" and intent.batch_id:
+                job = await self._job_for_intent(intent, group, output_dir, series_name)
+                if not (force_new and job.is_settled):
+                    logger.info(
+                        "manifest %s already submitted as batch %s: reusing it",
+                        mhash[:12],
+                        job.id,
+                    )
+                    return job
+            if intent is not None and intent.state == "pending":
+                persisted = self._persisted_job_for(intent)
+                if persisted is not None:
+                    intent.state = "created"
+                    intent.batch_id = persisted.id
+                    self.store.save_intent(intent)
+                    logger.info(
+                        "manifest %s: job %s was persisted; reusing it", mhash[:12], persisted.id
+                    )
+                    return persisted
+                adopted = await self._reconcile(intent)
+                if adopted is not None:
+                    logger.warning(
+                        "found batch %s created by an interrupted submission of manifest %s: "
+                        "adopting it instead of submitting again",
+                        adopted.id,
+                        mhash[:12],
+                    )
+                    return self._persist_new_job(
+                        adopted,
+                        group,
+                        output_dir,
+                        model,
+                        series_name,
+                        series,
+                        mhash,
+                        parent_batch_id,
+                        attempt,
+                        estimated_cost,
+                        intent,
+                        reconciled=True,
+                    )
+                logger.info(
+                    "interrupted submission of manifest %s never reached the server: submitting",
+                    mhash[:12],
+                )
+            payload = self.store.write_payloads(mhash, group)
+            now = utcnow()
+            history = list(intent.history) if intent is not None else []
+            if intent is not None and intent.state in ("created", "done") and intent.batch_id:
+                history.append({"batch_id": intent.batch_id, "state": intent.state})
+            intent = IntentRecord(
+                manifest_hash=mhash,
+                custom_ids=[r.custom_id for r in group],
+                model=model,
+                series=series,
+                request_count=len(group),
+                window_start=now.isoformat(),
+                state="pending",
+                output_dir=str(output_dir),
+                parent_batch_id=parent_batch_id,
+                attempt=attempt,
+                history=history,
+                payload_file=str(payload),
+            )
+            self.store.save_intent(intent)
+            batch, reconciled = await self._create_with_reconcile(group, intent)
+            failpoint("after_create")
+            return self._persist_new_job(
+                batch,
+                group,
+                output_dir,
+                model,
+                series_name,
+                series,
+                mhash,
+                parent_batch_id,
+                attempt,
+                estimated_cost,
+                intent,
+                reconciled=reconciled,
+            )
+
+    def _persist_new_job(
+        self,
+        batch: Any,
+        group: list[PreparedRequest],
+        output_dir: Path,
+        model: str,
+        series_name: str | None,
+        series: str,
+        mhash: str,
+        parent_batch_id: str | None,
+        attempt: int,
+        estimated_cost: Cost,
+        intent: IntentRecord,
+        *,
+        reconciled: bool,
+    ) -> JobRecord:
+        """Write the job file for a just-created (or adopted) batch, then mark the intent."""
+        job = self._new_job_record(
+            batch.id,
+            group,
+            output_dir,
+            model,
+            series_name,
+            series,
+            mhash,
+            parent_batch_id,
+            attempt,
+        )
+        job.update_from_batch(batch)
+        job.reconciled = reconciled
+        job.estimated_cost = estimated_cost
+        self.store.save(job)
+        failpoint("after_persist")
+        intent.state = "created"
+        intent.batch_id = batch.id
+        intent.window_end = intent.window_end or utcnow().isoformat()
+        self.store.save_intent(intent)
+        logger.info(
+            "submitted batch %s: %d requests for series %s (attempt %d)",
+            job.id,
+            len(group),
+            series or "-",
+            attempt,
+        )
+        return job
+
+    def _new_job_record(
+        self,
+        batch_id: str,
+        group: list[PreparedRequest],
+        output_dir: Path,
+        model: str,
+        series_name: str | None,
+        series: str,
+        mhash: str,
+        parent_batch_id: str | None,
+        attempt: int,
+    ) -> JobRecord:
+        mapping: dict[str, str] = {}
+        for req in group:
+            as_part = bool(req.meta.split_of)
+            dest = (
+                part_path(output_dir, req.custom_id)
+                if as_part
+                else result_path(output_dir, req.custom_id)
+            )
+            mapping[req.custom_id] = str(dest)
+        versions = {r.meta.prompt_version for r in group if r.meta.prompt_version}
+        return JobRecord(
+            id=batch_id,
+            output_dir=str(output_dir),
+            model=model,
+            series_name=series_name,
+            series=series,
+            backend=self.backend,
+            manifest_hash=mhash,
+            payload_file=str(self.store.payload_path(mhash)),
+            prompt_version=versions.pop() if len(versions) == 1 else "",
+            inputs={r.custom_id: InputRef.from_meta(r.meta) for r in group},
+            local_request_mapping=mapping,
+            attempt=attempt,
+            max_attempts=self.max_attempts,
+            parent_batch_id=parent_batch_id,
+            submitted_at=utcnow().isoformat(),
+        )
+
+    def _persisted_job_for(self, intent: IntentRecord) -> JobRecord | None:
+        """A job file written for this intent's submission whose intent update was lost."""
+        start = _as_datetime(intent.window_start)
+        for job in self.store.all_jobs():
+            if job.manifest_hash != intent.manifest_hash:
+                continue
+            submitted = _as_datetime(job.submitted_at)
+            if start is None or submitted is None or submitted >= start - CLOCK_SKEW:
+                return job
+        return None
+
+    async def _job_for_intent(
+        self,
+        intent: IntentRecord,
+        group: list[PreparedRequest],
+        output_dir: Path,
+        series_name: str | None,
+    ) -> JobRecord:
+        """The job of a ``created`` intent; rebuilt from the server if its file was lost."""
+        assert intent.batch_id is not None
+        if self.store.exists(intent.batch_id):
+            return self.store.load(intent.batch_id)
+        batch = await self.client.messages.batches.retrieve(intent.batch_id)
+        job = self._new_job_record(
+            batch.id,
+            group,
+            output_dir,
+            intent.model,
+            series_name,
+            intent.series,
+            intent.manifest_hash,
+            intent.parent_batch_id,
+            intent.attempt,
+        )
+        job.update_from_batch(batch)
+        self.store.save(job)
+        return job
+
+    async def _create_with_reconcile(
+        self, group: list[PreparedRequest], intent: IntentRecord
+    ) -> tuple[Any, bool]:
+        """Call create (SDK retries off); after an ambiguous failure, reconcile before retrying."""
+        bodies = [r.body for r in group]
+        last_error: BaseException | None = None
+        for n in range(self.create_attempts):
+            intent.create_attempts += 1
+            intent.window_end = None
+            self.store.save_intent(intent)
+            failpoint("before_create")
+            try:
+                batch = await self._create_client.messages.batches.create(
+                    requests=bodies,  # type: ignore[arg-type]  # dict bodies, typed as TypedDicts
+                    timeout=self.timeout,
+                )
+            except anthropic.RateLimitError as exc:
+                # A 429 is decided before any work is accepted: nothing was created.
+                last_error = exc
+                intent.window_end = utcnow().isoformat()
+                self.store.save_intent(intent)
+                delay = _retry_after(exc)
+                delay = delay if delay is not None else _backoff(n, self.retry_base_delay)
+                logger.warning("batch create rate-limited (429); retrying in %.1f s", delay)
+                await asyncio.sleep(delay)
+                continue
+            except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                intent.window_end = utcnow().isoformat()
+                self.store.save_intent(intent)
+                if not _ambiguous(exc):
+                    intent.state = "failed"
+                    self.store.save_intent(intent)
+                    raise self._definitive_error(exc) from None
+                last_error = exc
+                what = (
+                    _describe_status_error(exc)
+                    if isinstance(exc, anthropic.APIStatusError)
+                    else type(exc).__name__
+                )
+                logger.warning("batch create failed ambiguously (%s): reconciling", what)
+                adopted = await self._reconcile(intent)
+                if adopted is not None:
+                    logger.warning(
+                        "the server had accepted the batch despite the error: adopting %s",
+                        adopted.id,
+                    )
+                    return adopted, True
+                delay = _retry_after(exc) if isinstance(exc, anthropic.APIStatusError) else None
+                delay = delay if delay is not None else _backoff(n, self.retry_base_delay)
+                await asyncio.sleep(delay)
+                continue
+            intent.window_end = utcnow().isoformat()
+            return batch, False
+        intent.state = "pending"
+        self.store.save_intent(intent)
+        raise UserError(
+            f"could not create the batch after {self.create_attempts} attempts "
+            f"({type(last_error).__name__}); nothing was submitted twice: re-run the same "
+            "command to reconcile and retry"
+        )
+
+    def _definitive_error(self, exc: BaseException) -> UserError:
+        if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+            return ConfigError(
+                f"the API refused the credentials ({_describe_status_error(exc)}): check "
+                "ANTHROPIC_API_KEY"
+            )
+        if isinstance(exc, anthropic.APIStatusError):
+            return PreflightError(
+                f"the API rejected the batch ({_describe_status_error(exc)}); nothing was created"
+            )
+        return UserError(f"batch create failed: {type(exc).__name__}")
+
+    async def _reconcile(self, intent: IntentRecord) -> Any | None:
+        """Find a batch the server created for ``intent`` although the client never learned it.
+
+        Lists batches newest first and keeps those created inside the submission window (with
+        :data:`CLOCK_SKEW` either side) whose request count equals the manifest's and which no job
+        file already claims. One match is adopted; with several (the SDK retried on its own
+        somewhere), the oldest is adopted and the others are canceled as duplicates.
+        """
+        start = _as_datetime(intent.window_start)
+        if start is None:
+            return None
+        end_raw = _as_datetime(intent.window_end)
+        end = (end_raw or start + timedelta(seconds=self.timeout)) + CLOCK_SKEW
+        lower = start - CLOCK_SKEW
+        known = self.store.known_batch_ids()
+        candidates = []
+        try:
+            async for batch in self.client.messages.batches.list(limit=100):
+                created = _as_datetime(batch.created_at)
+                if created is None:
+                    continue
+                if created < lower:
+                    break
+                if created > end or batch.id in known:
+                    continue
+                total = sum(batch.request_counts.model_dump().values())
+                if total == intent.request_count:
+                    candidates.append(batch)
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            raise UserError(
+                f"cannot list batches to reconcile an interrupted submission ({type(exc).__name__}"
+                "): re-run later; nothing will be submitted until the list succeeds"
+            ) from None
+        if not candidates:
+            return None
+        candidates.sort(key=lambda b: (_as_datetime(b.created_at), b.id))
+        keep, dupes = candidates[0], candidates[1:]
+        for dupe in dupes:
+            logger.warning(
+                "canceling duplicate batch %s of manifest %s", dupe.id, intent.manifest_hash[:12]
+            )
+            try:
+                await self.client.messages.batches.cancel(dupe.id)
+            except anthropic.APIError:
+                logger.warning("could not cancel duplicate batch %s", dupe.id)
+        return keep
+
+    # ======================================================================================
+    # Status
+    # ======================================================================================
+
+    def _load_job(self, batch_id: str) -> JobRecord:
+        """Read the job file of ``batch_id`` (the guide's helper; also indexable like a dict)."""
+        return self.store.load(batch_id)
+
+    async def get_batch_status(self, batch_id: str) -> JobRecord:
+        """Ask the server for the batch's status and update its job file.
+
+        Works for a batch this process did not create (job file from another process); for a
+        batch with no job file, a transient record is returned and nothing is written.
+        """
+        batch = await self.client.messages.batches.retrieve(batch_id)
+        if self.store.exists(batch_id):
+            job = self.store.load(batch_id)
+            job.update_from_batch(batch)
+            self.store.save(job)
+            return job
+        job = JobRecord(id=batch.id, output_dir="", model="", backend=self.backend)
+        job.update_from_batch(batch)
+        return job
+
+    async def poll_until_complete(
+        self,
+        batch_id: str,
+        poll_interval_seconds: float = 60,
+        max_wait_hours: float = 24.0,
+        *,
+        on_update: Callable[[JobRecord], Awaitable[None] | None] | None = None,
+    ) -> JobRecord:
+        """Poll until the batch has ended; return the final job record.
+
+        Ended does not mean succeeded: process the results to see what each request became.
+
+        Raises:
+            TimeoutError: still not ended after ``max_wait_hours`` (the batch keeps running; poll
+                again or retrieve later from any process).
+        """
+        deadline = asyncio.get_running_loop().time() + max_wait_hours * 3600
+        while True:
+            job = await self.get_batch_status(batch_id)
+            if on_update is not None:
+                maybe = on_update(job)
+                if maybe is not None:
+                    await maybe
+            if job.processing_status == BatchProcessingStatus.ENDED.value:
+                return job
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"batch {batch_id} is still {job.processing_status} after {max_wait_hours} h"
+                )
+            await asyncio.sleep(min(poll_interval_seconds, remaining))
+
+    async def cancel_batch(self, batch_id: str) -> JobRecord:
+        """Ask the server to cancel the batch; not-yet-run requests end as ``canceled``."""
+        batch = await self.client.messages.batches.cancel(batch_id)
+        if self.store.exists(batch_id):
+            job = self.store.load(batch_id)
+            job.update_from_batch(batch)
+            self.store.save(job)
+            return job
+        job = JobRecord(id=batch.id, output_dir="", model="", backend=self.backend)
+        job.update_from_batch(batch)
+        return job
+
+    # ======================================================================================
+    # Results
+    # ======================================================================================
+
+    async def _iter_results(self, batch_id: str) -> AsyncIterator[BatchResultItem]:
+        """Yield each custom_id's result once, re-downloading when the stream is cut.
+
+        The SDK retries obtaining the response but not a connection that drops mid-stream; the
+        download then starts over and lines already seen are skipped (results come in any order,
+        so dedupe is by custom_id, not by position).
+        """
+        seen: set[str] = set()
+        for attempt in range(RESULTS_REFETCHES + 1):
+            try:
+                stream = await self.client.messages.batches.results(batch_id)
+                async for line in stream:
+                    cid = line.custom_id
+                    if cid in seen:
+                        continue
+                    seen.add(cid)
+                    res = line.result
+                    rtype = BatchResultType(str(res.type))
+                    yield BatchResultItem(
+                        custom_id=cid,
+                        result_type=rtype,
+                        message=getattr(res, "message", None),
+                        error=getattr(res, "error", None),
+                    )
+                return
+            except anthropic.NotFoundError as exc:
+                raise ResultsArchivedError(
+                    f"results of batch {batch_id} are not available ({_describe_status_error(exc)})"
+                    "; they are kept 29 days after creation"
+                ) from None
+            except (anthropic.APIConnectionError, anthropic.APIStatusError, OSError) as exc:
+                if attempt >= RESULTS_REFETCHES:
+                    raise UserError(
+                        f"results download of batch {batch_id} kept failing "
+                        f"({type(exc).__name__}); re-run retrieve later"
+                    ) from None
+                logger.warning(
+                    "results stream of %s cut after %d lines (%s): fetching again",
+                    batch_id,
+                    len(seen),
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(_backoff(attempt, self.retry_base_delay / 2))
+            except Exception as exc:
+                # httpx2 transport errors (RemoteProtocolError, ReadError) escape the SDK's
+                # exception mapping when raised mid-iteration.
+                if type(exc).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore", "h11"):
+                    raise
+                if attempt >= RESULTS_REFETCHES:
+                    raise UserError(
+                        f"results download of batch {batch_id} kept failing "
+                        f"({type(exc).__name__}); re-run retrieve later"
+                    ) from None
+                logger.warning(
+                    "results stream of %s cut after %d lines (%s): fetching again",
+                    batch_id,
+                    len(seen),
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(_backoff(attempt, self.retry_base_delay / 2))
+
+    async def retrieve_results(self, batch_id: str) -> list[BatchResultItem]:
+        """Download every result line of an ended batch, deduplicated by custom_id."""
+        return [item async for item in self._iter_results(batch_id)]
+
+    async def process_results_to_files(
+        self,
+        batch_id: str,
+        schema: type[BaseModel] = ExtractionResult,
+        *,
+        reprocess: bool = False,
+    ) -> dict[str, Any]:
+        """Turn every result of an ended batch into a result file or a recorded failure.
+
+        Idempotent: after a crash mid-download, running it again rewrites the same files and
+        counts each custom_id once; once a batch is processed, calling it again returns the
+        stored summary without downloading anything (``reprocess=True`` downloads again).
+
+        Returns:
+            ``processed`` (result files written), ``failed`` (failures recorded), ``usage``
+            (:class:`TokenUsage`, ``.total_tokens``), ``files_written`` (paths), plus
+            ``batch_id``, ``submitted``, ``parts_written``, ``split``, ``retryable``, ``counts``
+            (:class:`ResultCounts`), ``cost`` (batch and real-time USD), ``failures`` (records)
+            and ``followup_needed``.
+
+        Raises:
+            BatchNotEndedError: the batch is still running.
+            ResultsArchivedError: results past retention; every request is recorded as an
+                ``archived`` failure first, and :meth:`resubmit_archived` sends them again.
+        """
+        job = self.store.load(batch_id)
+        if job.is_settled and not reprocess:
+            return self._stored_summary(job)
+        job = await self.get_batch_status(batch_id)
+        if not job.is_ended:
+            raise BatchNotEndedError(
+                f"batch {batch_id} is still {job.processing_status} "
+                f"({job.request_counts.processing} processing): poll until it ends"
+            )
+        if job.archived_at is not None:
+            self._record_archived(job)
+            raise ResultsArchivedError(self._archived_message(job))
+        info = get_model(job.model)
+        out_dir = Path(job.output_dir)
+        written: list[str] = []
+        parts: list[str] = []
+        failures: dict[str, FailureRecord] = {}
+        splits: dict[str, list[str]] = {}
+        request_usage: dict[str, RequestUsage] = {}
+        seen: set[str] = set()
+        unexpected = 0
+        payloads: dict[str, PreparedRequest] | None = None
+
+        def payload_for(cid: str) -> PreparedRequest | None:
+            nonlocal payloads
+            if payloads is None:
+                try:
+                    payloads = {r.custom_id: r for r in self.store.read_payloads(job.manifest_hash)}
+                except UserError:
+                    payloads = {}
+            return payloads.get(cid)
+
+        try:
+            async for item in self._iter_results(batch_id):
+                cid = item.custom_id
+                ref = job.inputs.get(cid)
+                if ref is None:
+                    unexpected += 1
+                    logger.warning("batch %s returned unknown custom_id %r: ignored", batch_id, cid)
+                    continue
+                seen.add(cid)
+                meta = ref.to_meta(cid)
+                self._handle_item(
+                    item,
+                    meta,
+                    job,
+                    info,
+                    schema,
+                    out_dir,
+                    written,
+                    parts,
+                    failures,
+                    splits,
+                    request_usage,
+                    payload_for,
+                )
+                failpoint("during_results")
+        except ResultsArchivedError:
+            job.archived_at = job.archived_at or utcnow().isoformat()
+            self._record_archived(job)
+            raise ResultsArchivedError(self._archived_message(job)) from None
+        for cid in sorted(set(job.inputs) - seen):
+            meta = job.inputs[cid].to_meta(cid)
+            rec = not_run_failure("missing_result", meta, batch_id=job.id, attempt=job.attempt)
+            failures[cid] = rec
+            write_failure(out_dir, rec)
+        if job.reconciled and seen and not seen & set(job.inputs):
+            logger.error("adopted batch %s answers other custom_ids: check it by hand", job.id)
+        failpoint("after_results")
+        return self._finish_processing(
+            job, info, written, parts, failures, splits, request_usage, unexpected
+        )
+
+    def _handle_item(
+        self,
+        item: BatchResultItem,
+        meta: RequestMeta,
+        job: JobRecord,
+        info: Any,
+        schema: type[BaseModel],
+        out_dir: Path,
+        written: list[str],
+        parts: list[str],
+        failures: dict[str, FailureRecord],
+        splits: dict[str, list[str]],
+        request_usage: dict[str, RequestUsage],
+        payload_for: Callable[[str], PreparedRequest | None],
+    ) -> None:
+        cid = meta.custom_id
+        if item.result_type == BatchResultType.ERRORED:
+            rec = interpret_error(item.error, meta, batch_id=job.id, attempt=job.attempt)
+            failures[cid] = rec
+            write_failure(out_dir, rec)
+            return
+        if item.result_type in (BatchResultType.EXPIRED, BatchResultType.CANCELED):
+            rec = not_run_failure(
+                item.result_type.value, meta, batch_id=job.id, attempt=job.attempt
+            )
+            failures[cid] = rec
+            write_failure(out_dir, rec)
+            return
+        outcome = interpret_message(
+            item.message, meta, schema=schema, batch_id=job.id, attempt=job.attempt
+        )
+        usage = outcome.usage or TokenUsage()
+        cost = cost_of(info, usage)
+        request_usage[cid] = RequestUsage(usage=usage, cost=cost)
+        if outcome.truncated:
+            rec, halves = self._plan_split(meta, job, out_dir, outcome.stop_reason, payload_for)
+            if halves is not None:
+                splits[cid] = list(halves)
+            failures[cid] = rec
+            write_failure(out_dir, rec)
+            return
+        if outcome.failure is not None:
+            failures[cid] = outcome.failure
+            write_failure(out_dir, outcome.failure)
+            return
+        assert outcome.result is not None
+        prov = Provenance(
+            custom_id=cid,
+            file_name=meta.file_name,
+            chunk_id=meta.chunk_id,
+            series=meta.series or job.series,
+            section_path=meta.section_path,
+            sha256=meta.sha256,
+            prompt_version=meta.prompt_version,
+            model=job.model,
+            batch_id=job.id,
+            backend=job.backend,
+            mode="batch",
+            written_at=utcnow().isoformat(),
+            usage=usage,
+            cost=cost,
+            rejected=outcome.rejected,
+        )
+        if meta.split_of:
+            path = write_result(out_dir, meta, outcome.result, prov, as_part=True)
+            parts.append(str(path))
+            root = meta.split_root or meta.split_of
+            root_ref = self._find_root_ref(job, root)
+            merged = try_merge(out_dir, root, root_ref.to_meta(root)) if root_ref else None
+            if merged is not None:
+                logger.info("all halves of %s done: merged into %s", root, merged.name)
+        else:
+            path = write_result(out_dir, meta, outcome.result, prov)
+            written.append(str(path))
+
+    def _find_root_ref(self, job: JobRecord, root: str) -> InputRef | None:
+        """The input of the original (unsplit) section, searched up the parent chain."""
+        current: JobRecord | None = job
+        while current is not None:
+            if root in current.inputs:
+                return current.inputs[root]
+            parent = current.parent_batch_id
+            current = self.store.load(parent) if parent and self.store.exists(parent) else None
+        return None
+
+    def _plan_split(
+        self,
+        meta: RequestMeta,
+        job: JobRecord,
+        out_dir: Path,
+        stop_reason: str,
+        payload_for: Callable[[str], PreparedRequest | None],
+    ) -> tuple[FailureRecord, tuple[str, str] | None]:
+        """Record a truncated answer and, when possible, plan its two halves for the follow-up."""
+        cid = meta.custom_id
+        base = FailureRecord(
+            custom_id=cid,
+            batch_id=job.id,
+            type=stop_reason,
+            attempt=job.attempt,
+            file_name=meta.file_name,
+            series=meta.series,
+            stop_reason=stop_reason,
+        )
+        if job.attempt >= job.max_attempts:
+            base.message = (
+                f"answer truncated ({stop_reason}) and the attempt limit {job.max_attempts} is "
+                "reached; raise --max-tokens or re-section smaller"
+            )
+            base.retryable = True
+            return base, None
+        req = payload_for(cid)
+        ids = (half_custom_id(cid, "a"), half_custom_id(cid, "b"))
+        halves = split_request(req.body, ids) if req is not None else None
+        if halves is None:
+            base.message = (
+                f"answer truncated ({stop_reason}) and the section is too short to split; raise "
+                "--max-tokens"
+            )
+            base.retryable = False
+            return base, None
+        root = meta.split_root or cid
+        record_split(out_dir, root, cid, ids)
+        base.message = f"answer truncated ({stop_reason}); split into {ids[0]}, {ids[1]}"
+        base.retryable = True
+        return base, ids
+
+    def _finish_processing(
+        self,
+        job: JobRecord,
+        info: Any,
+        written: list[str],
+        parts: list[str],
+        failures: dict[str, FailureRecord],
+        splits: dict[str, list[str]],
+        request_usage: dict[str, RequestUsage],
+        unexpected: int,
+    ) -> dict[str, Any]:
+        submitted = len(job.inputs)
+        split_n = len(splits)
+        failed = len(failures) - split_n
+        retryable = sum(1 for cid, f in failures.items() if f.retryable and cid not in splits)
+        counts = ResultCounts(
+            submitted=submitted,
+            written=len(written),
+            parts_written=len(parts),
+            failed=failed,
+            retryable=retryable,
+            split=split_n,
+            unexpected=unexpected,
+        )
+        if counts.written + counts.parts_written + counts.failed + counts.split != submitted:
+            raise RuntimeError(
+                f"accounting error in batch {job.id}: submitted {submitted} != written "
+                f"{counts.written} + parts {counts.parts_written} + failed {counts.failed} + "
+                f"split {counts.split}"
+            )
+        total = TokenUsage()
+        batch_usd = realtime_usd = 0.0
+        for ru in request_usage.values():
+            total = total + ru.usage
+            batch_usd += ru.cost.batch_usd
+            realtime_usd += ru.cost.realtime_usd
+        job.usage = total
+        job.cost = Cost(batch_usd=batch_usd, realtime_usd=realtime_usd)
+        job.request_usage = request_usage
+        # Failures of earlier processing runs that are now results must not linger.
+        job.failures = failures
+        job.splits = splits
+        job.result_counts = counts
+        job.results_processed_at = utcnow().isoformat()
+        wants_followup = retryable > 0 or split_n > 0
+        if wants_followup and job.attempt < job.max_attempts:
+            job.followup_state = "pending" if job.followup_state != "created" else "created"
+        elif wants_followup:
+            job.followup_state = "exhausted"
+        else:
+            job.followup_state = "none" if job.followup_state != "created" else "created"
+        self.store.save(job)
+        logger.info(
+            "batch %s: submitted %d = written %d + parts %d + failed %d + split %d "
+            "(retryable %d); cost $%.4f batch ($%.4f real-time)",
+            job.id,
+            submitted,
+            counts.written,
+            counts.parts_written,
+            counts.failed,
+            counts.split,
+            retryable,
+            batch_usd,
+            realtime_usd,
+        )
+        return {
+            "batch_id": job.id,
+            "processed": len(written),
+            "failed": failed,
+            "usage": total,
+            "files_written": written,
+            "parts_written": parts,
+            "submitted": submitted,
+            "split": split_n,
+            "retryable": retryable,
+            "counts": counts,
+            "cost": job.cost,
+            "failures": list(failures.values()),
+            "followup_needed": job.followup_state == "pending",
+        }
+
+    def _stored_summary(self, job: JobRecord) -> dict[str, Any]:
+        """The summary of an already processed batch, from its job file alone."""
+        counts = job.result_counts or ResultCounts()
+        written = [
+            dest
+            for cid, dest in job.local_request_mapping.items()
+            if cid not in job.failures and not job.inputs[cid].split_of
+        ]
+        parts = [
+            dest
+            for cid, dest in job.local_request_mapping.items()
+            if cid not in job.failures and job.inputs[cid].split_of
+        ]
+        return {
+            "batch_id": job.id,
+            "processed": counts.written,
+            "failed": counts.failed,
+            "usage": job.usage,
+            "files_written": written,
+            "parts_written": parts,
+            "submitted": counts.submitted,
+            "split": counts.split,
+            "retryable": counts.retryable,
+            "counts": counts,
+            "cost": job.cost,
+            "failures": list(job.failures.values()),
+            "followup_needed": job.followup_state == "pending",
+        }
+
+    # ======================================================================================
+    # Follow-ups and resubmission
+    # ======================================================================================
+
+    async def create_followup(self, batch_id: str) -> JobRecord | None:
+        """Submit ONE follow-up batch with only the retryable failures of ``batch_id``.
+
+        Retryable: errored other than ``invalid_request_error``, expired, canceled, missing, and
+        the two halves of each truncated section. Exactly-once like any submission: calling it
+        again (after a crash, from another process) returns the same follow-up.
+
+        Returns:
+            The follow-up job, or ``None`` when there is nothing to retry or the attempt limit is
+            reached.
+        """
+        job = self.store.load(batch_id)
+        if not job.is_settled:
+            raise BatchNotEndedError(
+                f"batch {batch_id} has not been processed yet: retrieve its results first"
+            )
+        if job.followup_state == "created" and job.retry_batch_ids:
+            return self.store.load(job.retry_batch_ids[-1])
+        if job.followup_state != "pending":
+            return None
+        requests = self._followup_requests(job)
+        if not requests:
+            job.followup_state = "none"
+            self.store.save(job)
+            return None
+        failpoint("before_followup_create")
+        new_jobs = await self.create_batches(
+            requests,
+            job.output_dir,
+            job.model,
+            job.series_name,
+            series=job.series,
+            parent_batch_id=job.id,
+            attempt=job.attempt + 1,
+        )
+        job = self.store.load(batch_id)
+        for new in new_jobs:
+            if new.id not in job.retry_batch_ids:
+                job.retry_batch_ids.append(new.id)
+        covered = {cid: new.id for new in new_jobs for cid in new.inputs}
+        for cid, rec in job.failures.items():
+            targets = job.splits.get(cid, [cid])
+            hit = next((covered[t] for t in targets if t in covered), None)
+            if rec.retryable and hit is not None:
+                rec.resubmitted_in = hit
+                write_failure(Path(job.output_dir), rec)
+        job.followup_state = "created"
+        self.store.save(job)
+        logger.info(
+            "follow-up batch %s: %d requests retrying failures of %s",
+            new_jobs[0].id,
+            len(requests),
+            batch_id,
+        )
+        return new_jobs[0]
+
+    def _followup_requests(self, job: JobRecord) -> list[PreparedRequest]:
+        payloads = {r.custom_id: r for r in self.store.read_payloads(job.manifest_hash)}
+        out: list[PreparedRequest] = []
+        for cid in sorted(job.failures):
+            rec = job.failures[cid]
+            if not rec.retryable or cid not in payloads:
+                continue
+            req = payloads[cid]
+            if rec.type in ("max_tokens", "model_context_window_exceeded"):
+                if cid not in job.splits:
+                    continue
+                ids = (half_custom_id(cid, "a"), half_custom_id(cid, "b"))
+                halves = split_request(req.body, ids)
+                if halves is None:
+                    continue
+                root = req.meta.split_root or cid
+                for body in halves:
+                    hid = str(body["custom_id"])
+                    meta = RequestMeta(
+                        custom_id=hid,
+                        file_name=req.meta.file_name,
+                        chunk_id=req.meta.chunk_id,
+                        series=req.meta.series,
+                        section_path=req.meta.section_path,
+                        sha256=req.meta.sha256,
+                        prompt_version=req.meta.prompt_version,
+                        split_of=cid,
+                        split_root=root,
+                    )
+                    out.append(PreparedRequest(body=body, meta=meta))
+            else:
+                out.append(req)
+        return out
+
+    def _record_archived(self, job: JobRecord) -> None:
+        out_dir = Path(job.output_dir)
+        for cid, ref in job.inputs.items():
+            dest = Path(job.local_request_mapping.get(cid, ""))
+            if dest.is_file():
+                continue
+            rec = not_run_failure(
+                "archived",
+                ref.to_meta(cid),
+                batch_id=job.id,
+                attempt=job.attempt,
+                message=f"results of batch {job.id} were archived (29-day retention) before "
+                "they were downloaded",
+            )
+            job.failures[cid] = rec
+            write_failure(out_dir, rec)
+        self.store.save(job)
+
+    def _archived_message(self, job: JobRecord) -> str:
+        return (
+            f"results of batch {job.id} are archived (kept 29 days after creation "
+            f"{job.created_at}); the {len(job.failures)} sections without results are recorded "
+            f"as 'archived': resubmit them with `fantasy-kg extract-batch --mode retrieve "
+            f"--batch-id {job.id} --resubmit-archived`"
+        )
+
+    async def resubmit_archived(self, batch_id: str) -> JobRecord | None:
+        """Send again the requests of an archived batch that never got a result file."""
+        job = self.store.load(batch_id)
+        payloads = self.store.read_payloads(job.manifest_hash)
+        todo = [
+            r
+            for r in payloads
+            if not Path(job.local_request_mapping.get(r.custom_id, "")).is_file()
+        ]
+        if not todo:
+            return None
+        new_jobs = await self.create_batches(
+            todo,
+            job.output_dir,
+            job.model,
+            job.series_name,
+            series=job.series,
+            parent_batch_id=job.id,
+            attempt=1,
+            force_new=True,
+        )
+        job.retry_batch_ids.extend(j.id for j in new_jobs if j.id not in job.retry_batch_ids)
+        for cid in job.failures:
+            job.failures[cid].resubmitted_in = new_jobs[0].id
+        job.followup_state = "created"
+        self.store.save(job)
+        return new_jobs[0]

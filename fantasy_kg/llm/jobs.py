@@ -1,0 +1,494 @@
+"""Job store: job files, intent records and request payloads on disk, written atomically.
+
+Three kinds of files live under ``jobs_dir`` (default ``data/batch_jobs``):
+
+* ``<batch_id>.json``: one :class:`JobRecord` per batch, the guide's job file plus what
+  exactly-once, retries and cost accounting need. A process that did not submit the batch (the
+  Dagster sensor, ``fantasy-kg extract-batch --mode status``) works from this file alone.
+* ``intents/<manifest_hash>.json``: an :class:`IntentRecord` written *before* the create call and
+  updated at once after it. A crash between the two leaves a ``pending`` intent, which the next
+  run reconciles against the server's batch list instead of submitting again (invariant 1).
+* ``payloads/<manifest_hash>.jsonl.gz``: the exact request bodies of a manifest, so retries,
+  truncation splits and resubmission of archived results work from any process.
+
+The API key is never part of any of these records.
+"""
+
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fantasy_kg.domain import paths
+from fantasy_kg.domain.errors import InputFileError
+from fantasy_kg.domain.pricing import Cost, TokenUsage
+from fantasy_kg.llm.requests import PreparedRequest, RequestMeta, _canonical
+
+
+class BatchProcessingStatus(StrEnum):
+    """``processing_status`` of a Message Batch."""
+
+    IN_PROGRESS = "in_progress"
+    CANCELING = "canceling"
+    ENDED = "ended"
+
+
+class BatchResultType(StrEnum):
+    """``result.type`` of one line of a batch's results."""
+
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (the API's timestamps are RFC 3339 UTC)."""
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """RFC 3339 text of ``dt`` or ``None``."""
+    return dt.isoformat() if dt is not None else None
+
+
+class _ItemAccess(BaseModel):
+    """Lets code written for the guide's dict-shaped job files use ``job["id"]`` too."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError as exc:
+            raise KeyError(key) from exc
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style ``get``."""
+        return getattr(self, key, default)
+
+
+class RequestCounts(_ItemAccess):
+    """The API's ``request_counts``; they sum to the number of requests in the batch."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+    @property
+    def total(self) -> int:
+        """All requests of the batch."""
+        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+
+
+FailureType = Literal[
+    "errored",
+    "expired",
+    "canceled",
+    "refusal",
+    "max_tokens",
+    "model_context_window_exceeded",
+    "invalid_json",
+    "schema_mismatch",
+    "no_text_block",
+    "missing_result",
+    "archived",
+    "split_incomplete",
+]
+
+
+class FailureRecord(_ItemAccess):
+    """Why one custom_id did not end as a result file.
+
+    Attributes:
+        custom_id: The request.
+        batch_id: The batch it ran in (``realtime`` for real-time mode).
+        type: What went wrong (see :data:`FailureType`).
+        error_type: The API's ``error.type`` for errored results (``invalid_request_error``, ...).
+        message: The API's message or the validation error, one line, no secrets.
+        retryable: Whether resubmitting the same request can succeed.
+        attempt: Attempt number of the batch that produced it (1 = first submission).
+        resubmitted_in: Batch id of the follow-up that retries it, once created.
+        file_name: Section file of the request.
+        series: Series slug.
+        stop_reason: The message's ``stop_reason`` for succeeded-but-unusable results.
+        recorded_at: When it was recorded.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    custom_id: str
+    batch_id: str
+    type: str
+    error_type: str = ""
+    message: str = ""
+    retryable: bool = False
+    attempt: int = 1
+    resubmitted_in: str | None = None
+    file_name: str = ""
+    series: str = ""
+    stop_reason: str = ""
+    recorded_at: str = Field(default_factory=lambda: utcnow().isoformat())
+
+
+class InputRef(_ItemAccess):
+    """One request's section and idempotency key (section sha256 + prompt version + model)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    file_name: str
+    chunk_id: str
+    series: str = ""
+    section_path: str = ""
+    sha256: str = ""
+    prompt_version: str = ""
+    split_of: str = ""
+    split_root: str = ""
+
+    @classmethod
+    def from_meta(cls, meta: RequestMeta) -> "InputRef":
+        """Copy a request's metadata."""
+        return cls(
+            file_name=meta.file_name,
+            chunk_id=meta.chunk_id,
+            series=meta.series,
+            section_path=meta.section_path,
+            sha256=meta.sha256,
+            prompt_version=meta.prompt_version,
+            split_of=meta.split_of,
+            split_root=meta.split_root,
+        )
+
+    def to_meta(self, custom_id: str) -> RequestMeta:
+        """Back to request metadata."""
+        return RequestMeta(
+            custom_id=custom_id,
+            file_name=self.file_name,
+            chunk_id=self.chunk_id,
+            series=self.series,
+            section_path=self.section_path,
+            sha256=self.sha256,
+            prompt_version=self.prompt_version,
+            split_of=self.split_of,
+            split_root=self.split_root,
+        )
+
+
+class RequestUsage(BaseModel):
+    """Usage and cost of one succeeded request (only succeeded results are billed)."""
+
+    usage: TokenUsage
+    cost: Cost
+
+
+class ResultCounts(_ItemAccess):
+    """How every submitted custom_id ended (``submitted == written + parts + failed + split``)."""
+
+    submitted: int = 0
+    written: int = 0
+    parts_written: int = 0
+    failed: int = 0
+    retryable: int = 0
+    split: int = 0
+    unexpected: int = 0
+
+
+class JobRecord(_ItemAccess):
+    """The job file ``<jobs_dir>/<batch_id>.json``.
+
+    The first fields are the guide's (``id``, ``processing_status``, ``request_counts``,
+    ``created_at``, ``expires_at``, ``local_request_mapping``, ``output_dir``, ``model``,
+    ``series_name``); the rest make retries, idempotency and cost accounting possible from any
+    process. Unknown fields written by newer versions are kept.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str = "message_batch"
+    processing_status: str = BatchProcessingStatus.IN_PROGRESS.value
+    request_counts: RequestCounts = Field(default_factory=RequestCounts)
+    created_at: str | None = None
+    expires_at: str | None = None
+    ended_at: str | None = None
+    cancel_initiated_at: str | None = None
+    archived_at: str | None = None
+    results_url: str | None = None
+    local_request_mapping: dict[str, str] = Field(default_factory=dict)
+    output_dir: str
+    model: str
+    series_name: str | None = None
+    series: str = ""
+    backend: str = "anthropic"
+    manifest_hash: str = ""
+    payload_file: str = ""
+    prompt_version: str = ""
+    inputs: dict[str, InputRef] = Field(default_factory=dict)
+    attempt: int = 1
+    max_attempts: int = 2
+    parent_batch_id: str | None = None
+    retry_batch_ids: list[str] = Field(default_factory=list)
+    sibling_batch_ids: list[str] = Field(default_factory=list)
+    reconciled: bool = False
+    submitted_at: str | None = None
+    updated_at: str | None = None
+    estimated_cost: Cost | None = None
+    failures: dict[str, FailureRecord] = Field(default_factory=dict)
+    splits: dict[str, list[str]] = Field(default_factory=dict)
+    results_processed_at: str | None = None
+    result_counts: ResultCounts | None = None
+    followup_state: Literal["none", "pending", "created", "exhausted"] = "none"
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    cost: Cost = Field(default_factory=lambda: Cost(batch_usd=0.0, realtime_usd=0.0))
+    request_usage: dict[str, RequestUsage] = Field(default_factory=dict)
+
+    @property
+    def is_ended(self) -> bool:
+        """The batch has finished processing (which does not mean every request succeeded)."""
+        return self.processing_status == BatchProcessingStatus.ENDED.value
+
+    @property
+    def is_settled(self) -> bool:
+        """Ended and every result handled: nothing more to do for this batch itself."""
+        return self.is_ended and self.results_processed_at is not None
+
+    def update_from_batch(self, batch: Any) -> None:
+        """Copy the server's view of the batch (an SDK ``MessageBatch``) into the record."""
+        self.processing_status = str(batch.processing_status)
+        self.request_counts = RequestCounts.model_validate(batch.request_counts.model_dump())
+        self.created_at = _ts(batch.created_at) or self.created_at
+        self.expires_at = _ts(batch.expires_at) or self.expires_at
+        self.ended_at = _ts(batch.ended_at)
+        self.cancel_initiated_at = _ts(batch.cancel_initiated_at)
+        self.archived_at = _ts(batch.archived_at)
+        self.results_url = batch.results_url
+        self.updated_at = utcnow().isoformat()
+
+
+def _ts(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+IntentState = Literal["pending", "created", "failed", "done"]
+
+
+class IntentRecord(BaseModel):
+    """What is about to be submitted, written before the create call (invariant 1).
+
+    Attributes:
+        manifest_hash: Hash of model + every (custom_id, params) pair: same work, same hash.
+        custom_ids: The requests of the manifest.
+        model: Model id.
+        series: Series slug.
+        request_count: How many requests; reconciliation matches it against ``request_counts``.
+        window_start: Wall-clock time just before the (latest) create call.
+        window_end: Time the create call returned or failed; ``None`` when the process died.
+        state: pending (create may or may not have happened), created (``batch_id`` known),
+            failed (definitely not created), done (batch settled; a new submission is new work).
+        batch_id: The batch created for this manifest.
+        create_attempts: Create calls made so far.
+        output_dir: Where results go.
+        parent_batch_id: For follow-up batches: the batch whose failures they retry.
+        attempt: Attempt number of the batch.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    manifest_hash: str
+    custom_ids: list[str]
+    model: str
+    series: str = ""
+    request_count: int
+    window_start: str
+    window_end: str | None = None
+    state: IntentState = "pending"
+    batch_id: str | None = None
+    create_attempts: int = 0
+    output_dir: str = ""
+    parent_batch_id: str | None = None
+    attempt: int = 1
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def manifest_hash(requests: Sequence[PreparedRequest], model: str) -> str:
+    """Hash of the work a batch would do: model and every (custom_id, params), order-free."""
+    h = hashlib.sha256(model.encode())
+    for req in sorted(requests, key=lambda r: r.custom_id):
+        params_hash = hashlib.sha256(_canonical(req.body.get("params", {})).encode()).hexdigest()
+        h.update(f"\n{req.custom_id}:{params_hash}".encode())
+    return h.hexdigest()[:32]
+
+
+class JobStore:
+    """Reads and writes job files, intents and payloads under one directory."""
+
+    def __init__(self, jobs_dir: Path | str | None = None) -> None:
+        self.root = Path(jobs_dir) if jobs_dir is not None else paths.jobs_dir()
+        self.root = self.root.expanduser().resolve()
+
+    # --- job files -------------------------------------------------------------------------
+
+    def job_path(self, batch_id: str) -> Path:
+        """``<jobs_dir>/<batch_id>.json``; the id comes from the server, so it is confined."""
+        return paths.confined(self.root, f"{batch_id}.json")
+
+    def exists(self, batch_id: str) -> bool:
+        """Whether a job file exists for ``batch_id``."""
+        return self.job_path(batch_id).is_file()
+
+    def save(self, job: JobRecord) -> None:
+        """Write the job file atomically."""
+        job.updated_at = utcnow().isoformat()
+        paths.atomic_write_text(self.job_path(job.id), job.model_dump_json(indent=2) + "\n")
+
+    def load(self, batch_id: str) -> JobRecord:
+        """Read a job file.
+
+        Raises:
+            InputFileError: no job file for ``batch_id`` here, or it does not validate.
+        """
+        path = self.job_path(batch_id)
+        try:
+            return JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise InputFileError(
+                f"no job file for batch {batch_id!r} in {self.root}: check --batch-id and "
+                "--jobs-dir"
+            ) from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise InputFileError(f"{path}: field {loc}: {err['msg']}") from exc
+
+    def all_jobs(self, series: str | None = None) -> list[JobRecord]:
+        """Every job file (optionally of one series), oldest submission first."""
+        jobs: list[JobRecord] = []
+        if not self.root.is_dir():
+            return jobs
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                job = JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValidationError, ValueError):
+                continue
+            if series is None or job.series == series:
+                jobs.append(job)
+        jobs.sort(key=lambda j: (j.submitted_at or j.created_at or "", j.id))
+        return jobs
+
+    def known_batch_ids(self) -> set[str]:
+        """Batch ids that already belong to some job file (never adopted by reconciliation)."""
+        if not self.root.is_dir():
+            return set()
+        return {p.stem for p in self.root.glob("*.json")}
+
+    # --- intents ---------------------------------------------------------------------------
+
+    def intent_path(self, mhash: str) -> Path:
+        """``<jobs_dir>/intents/<manifest_hash>.json``."""
+        return paths.confined(self.root, "intents", f"{mhash}.json")
+
+    def load_intent(self, mhash: str) -> IntentRecord | None:
+        """The intent for a manifest, or ``None``."""
+        path = self.intent_path(mhash)
+        if not path.is_file():
+            return None
+        return IntentRecord.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def save_intent(self, intent: IntentRecord) -> None:
+        """Write an intent atomically (fsynced before the create call is made)."""
+        paths.atomic_write_text(
+            self.intent_path(intent.manifest_hash), intent.model_dump_json(indent=2) + "\n"
+        )
+
+    def all_intents(self) -> list[IntentRecord]:
+        """Every intent record."""
+        folder = self.root / "intents"
+        out: list[IntentRecord] = []
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                try:
+                    out.append(IntentRecord.model_validate_json(path.read_text(encoding="utf-8")))
+                except (OSError, ValidationError, ValueError):
+                    continue
+        return out
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Exclusive inter-process lock ``<jobs_dir>/locks/<name>.lock`` (blocking).
+
+        Two processes submitting the same manifest at once (a Dagster run and a CLI call) are
+        serialized, so the second sees the first's intent and reuses its batch.
+        """
+        path = paths.confined(self.root, "locks", f"{name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # --- payloads --------------------------------------------------------------------------
+
+    def payload_path(self, mhash: str) -> Path:
+        """``<jobs_dir>/payloads/<manifest_hash>.jsonl.gz``."""
+        return paths.confined(self.root, "payloads", f"{mhash}.jsonl.gz")
+
+    def write_payloads(self, mhash: str, requests: Sequence[PreparedRequest]) -> Path:
+        """Store the request bodies and metadata of a manifest (idempotent, atomic)."""
+        path = self.payload_path(mhash)
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) as fh:
+                for req in requests:
+                    meta = InputRef.from_meta(req.meta).model_dump(mode="json")
+                    fh.write(json.dumps({"body": req.body, "meta": meta}, ensure_ascii=False))
+                    fh.write("\n")
+            with open(tmp, "rb") as raw:
+                os.fsync(raw.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    def read_payloads(self, mhash: str) -> list[PreparedRequest]:
+        """Load the requests of a manifest.
+
+        Raises:
+            InputFileError: the payload file is missing (e.g. deleted by hand).
+        """
+        path = self.payload_path(mhash)
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                lines = [json.loads(line) for line in fh if line.strip()]
+        except FileNotFoundError as exc:
+            raise InputFileError(
+                f"request payloads {path} are missing: re-submit the sections with "
+                "`fantasy-kg extract-batch --mode submit`"
+            ) from exc
+        out = []
+        for line in lines:
+            cid = str(line["body"]["custom_id"])
+            meta = InputRef.model_validate(line["meta"]).to_meta(cid)
+            out.append(PreparedRequest(body=line["body"], meta=meta))
+        return out

@@ -1,0 +1,751 @@
+"""Batch requests: the guide's request builder, readable custom_ids and pre-flight checks.
+
+A Message Batch validates each request's ``params`` only after the whole batch has ended, up to
+24 hours later (reference §1.2). Everything the API would reject is therefore checked here, before
+anything leaves the machine (design invariant 4): custom_id pattern and uniqueness, prompt plus
+``max_tokens`` within the context window, ``max_tokens`` within the model's output cap, the
+structured-output schema's complexity limits, and the 100,000-request / 256 MB envelope (above
+which the work is split into several batches).
+
+Requests are plain dicts in the API's shape (``{"custom_id": ..., "params": {...}}``) so code
+written against the guide keeps working; :class:`PreparedRequest` wraps one with what the rest of
+the pipeline needs to know about it (which section, which text hash, which prompt version).
+"""
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+import anthropic
+from pydantic import BaseModel
+
+from fantasy_kg.domain.catalog import ModelInfo, get_model
+from fantasy_kg.domain.errors import PreflightError
+from fantasy_kg.domain.pricing import Cost, TokenUsage, price_usage
+from fantasy_kg.domain.prompts import (
+    SECTION_MARKER,
+    build_prompt,
+    prompt_version,
+    split_prompt,
+)
+from fantasy_kg.domain.schemas import ExtractionResult, Ontology, WireExtractionResult
+from fantasy_kg.domain.sections import SectionFile, text_sha256
+
+logger = logging.getLogger(__name__)
+
+#: API version the installed SDK (2.x) sends; it rejects temperature/top_p/top_k with a 400.
+API_VERSION = "2026-10-21"
+#: The last API version that accepts sampling parameters.
+LEGACY_API_VERSION = "2023-06-01"
+_SAMPLING_API_VERSIONS = frozenset({LEGACY_API_VERSION})
+
+CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_CUSTOM_ID = 64
+MAX_REQUESTS_PER_BATCH = 100_000
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+#: Bytes kept free under the 256 MB limit for the JSON envelope and HTTP framing.
+_BATCH_BYTES_MARGIN = 64 * 1024
+MAX_OPTIONAL_PARAMS = 24
+MAX_UNION_PARAMS = 16
+
+CacheTTL = Literal["5m", "1h"]
+
+_temperature_warned = False
+
+
+# ------------------------------------------------------------------------------------------
+# Request building
+# ------------------------------------------------------------------------------------------
+
+
+@cache
+def _wire_schema_for(schema: type[BaseModel]) -> dict[str, Any]:
+    """The strict JSON schema sent for ``schema`` (stored models map to their wire model).
+
+    ``ExtractionResult`` holds a free-form ``attributes`` dict that strict structured output cannot
+    express, so the guide's ``schema=ExtractionResult`` is sent as :class:`WireExtractionResult`
+    and converted back on the way in.
+    """
+    wire = WireExtractionResult if schema is ExtractionResult else schema
+    schema_dict: dict[str, Any] = anthropic.transform_schema(wire)
+    return schema_dict
+
+
+def output_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """Return a copy of the JSON schema placed in ``output_config.format`` for ``schema``."""
+    copied: dict[str, Any] = json.loads(json.dumps(_wire_schema_for(schema)))
+    return copied
+
+
+def _warn_temperature_dropped(api_version: str, model: str) -> None:
+    global _temperature_warned
+    if not _temperature_warned:
+        _temperature_warned = True
+        logger.warning(
+            "temperature dropped: API version %s (or model %s) rejects sampling parameters, and "
+            "inside a batch each such request would come back errored a day later",
+            api_version,
+            model,
+        )
+
+
+def build_extraction_batch_request(
+    custom_id: str,
+    prompt: str,
+    model: str,
+    schema: type[BaseModel],
+    max_tokens: int,
+    temperature: float | None = None,
+    *,
+    effort: str | None = None,
+    cache_ttl: CacheTTL | None = "1h",
+    api_version: str = API_VERSION,
+) -> dict[str, Any]:
+    """Build one Message Batches request for the extraction ``prompt`` (the guide's signature).
+
+    The prompt is split at its cache boundary (:func:`fantasy_kg.domain.prompts.split_prompt`):
+    the series-wide prefix becomes a system block marked ``cache_control`` (1-hour TTL, because a
+    batch can run longer than the 5-minute default lifetime), the section part becomes the user
+    message. Structured output goes through ``output_config.format``.
+
+    Args:
+        custom_id: The request's id inside the batch; must match ``^[a-zA-Z0-9_-]{1,64}$``.
+        prompt: The rendered prompt (``PromptParts.render()`` or the guide's single string).
+        model: Model id or alias from the catalog.
+        schema: Pydantic model of the answer; ``ExtractionResult`` is sent as its wire schema.
+        max_tokens: Output budget (thinking tokens included on thinking models).
+        temperature: Sent only when ``api_version`` accepts sampling parameters and the model does;
+            otherwise dropped with a one-time warning (API 2026-10-21 rejects it with a 400).
+        effort: ``output_config.effort`` (low|medium|high|xhigh|max) on models that think; ignored
+            on models without thinking, which reject it.
+        cache_ttl: TTL of the prefix cache block, or ``None`` for no ``cache_control``.
+        api_version: The ``anthropic-version`` the client sends.
+
+    Returns:
+        ``{"custom_id": ..., "params": {...}}`` ready for ``messages.batches.create``.
+
+    Raises:
+        ConfigError: unknown model.
+    """
+    info = get_model(model)
+    params: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
+    parts = split_prompt(prompt)
+    cache_control: dict[str, str] | None = (
+        {"type": "ephemeral", "ttl": cache_ttl} if cache_ttl is not None else None
+    )
+    if parts is not None:
+        system_block: dict[str, Any] = {"type": "text", "text": parts.prefix}
+        if cache_control is not None:
+            system_block["cache_control"] = cache_control
+        params["system"] = [system_block]
+        user_text = parts.section
+    else:
+        user_text = prompt
+    params["messages"] = [{"role": "user", "content": [{"type": "text", "text": user_text}]}]
+    output_config: dict[str, Any] = {
+        "format": {"type": "json_schema", "schema": output_schema(schema)}
+    }
+    if effort is not None and info.thinking_default != "off":
+        output_config["effort"] = effort
+    params["output_config"] = output_config
+    if temperature is not None:
+        if api_version in _SAMPLING_API_VERSIONS and info.accepts_sampling_params:
+            params["temperature"] = temperature
+        else:
+            _warn_temperature_dropped(api_version, model)
+    return {"custom_id": custom_id, "params": params}
+
+
+# ------------------------------------------------------------------------------------------
+# custom_ids
+# ------------------------------------------------------------------------------------------
+
+_INVALID_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
+
+
+def make_custom_id(base: str, used: set[str] | None = None) -> str:
+    """Turn ``base`` into a valid, unique custom_id, readable whenever possible.
+
+    ``ashen_crown_section_01`` stays as it is. Invalid characters become ``_``; an id that is
+    too long, or that had to be changed, is cut and suffixed with a 12-hex hash of the original,
+    so two different long names never collide. When ``used`` is given the result is added to it,
+    and a clash gets a hash suffix too.
+    """
+    cleaned = _INVALID_ID_CHARS.sub("_", base).strip("_") or "req"
+    digest = hashlib.sha256(base.encode("utf-8")).hexdigest()
+    candidate = cleaned
+    if cleaned != base or len(cleaned) > MAX_CUSTOM_ID:
+        candidate = f"{cleaned[: MAX_CUSTOM_ID - 13]}_{digest[:12]}"
+    n = 0
+    while used is not None and candidate in used:
+        n += 1
+        suffix = hashlib.sha256(f"{base}#{n}".encode()).hexdigest()[:12]
+        candidate = f"{cleaned[: MAX_CUSTOM_ID - 13]}_{suffix}"
+    if used is not None:
+        used.add(candidate)
+    return candidate
+
+
+def half_custom_id(custom_id: str, half: Literal["a", "b"]) -> str:
+    """The custom_id of one half of a section split after truncation (``<id>_a`` / ``<id>_b``)."""
+    return make_custom_id(f"{custom_id}_{half}")
+
+
+# ------------------------------------------------------------------------------------------
+# Section requests
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """What the pipeline knows about one request beyond its body.
+
+    Attributes:
+        custom_id: The request's id in the batch.
+        file_name: Section file the answer is about (stamped on mentions and evidence).
+        chunk_id: Section id within the series (``01``).
+        series: Series slug.
+        section_path: Path of the section ``.txt`` ("" when built from a bare prompt).
+        sha256: sha256 of the section text (or of the prompt for bare prompts).
+        prompt_version: Hash of template, ontology, schema and model.
+        split_of: For a half of a truncated section: the custom_id it was split from.
+        split_root: For a half: the custom_id whose ``_extracted.json`` the halves merge into.
+    """
+
+    custom_id: str
+    file_name: str
+    chunk_id: str
+    series: str = ""
+    section_path: str = ""
+    sha256: str = ""
+    prompt_version: str = ""
+    split_of: str = ""
+    split_root: str = ""
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request body plus its metadata; what ``create_batch`` accepts besides bare dicts."""
+
+    body: dict[str, Any]
+    meta: RequestMeta
+
+    @property
+    def custom_id(self) -> str:
+        """The request's custom_id."""
+        return str(self.body["custom_id"])
+
+
+_SECTION_ID_RE = re.compile(r"_section_(?P<num>\d+)")
+
+
+def meta_from_custom_id(custom_id: str) -> RequestMeta:
+    """Best-effort metadata for a guide-style request that came without any.
+
+    ``ashen_crown_section_01`` → file ``ashen_crown_section_01.txt``, chunk ``01``.
+    """
+    m = _SECTION_ID_RE.search(custom_id)
+    chunk = m.group("num") if m else custom_id
+    series = custom_id[: m.start()] if m else ""
+    return RequestMeta(
+        custom_id=custom_id, file_name=f"{custom_id}.txt", chunk_id=chunk, series=series
+    )
+
+
+def build_section_request(
+    section: SectionFile,
+    ontology: Ontology,
+    model: str,
+    max_tokens: int,
+    *,
+    series_name: str | None = None,
+    custom_id: str | None = None,
+    effort: str | None = None,
+    temperature: float | None = None,
+    cache_ttl: CacheTTL | None = "1h",
+    api_version: str = API_VERSION,
+    used_ids: set[str] | None = None,
+) -> PreparedRequest:
+    """Build the extraction request for one section file.
+
+    The prompt is the guide's (series name, book names, section id, ontology, canonical renaming
+    rules, then the text) built by :func:`fantasy_kg.domain.prompts.build_prompt`. The custom_id
+    defaults to the section's file stem (``<slug>_section_01``).
+    """
+    extra = section.meta.model_extra or {}
+    name = series_name or ontology.name or str(extra.get("series_name", ""))
+    name = name or section.meta.series
+    parts = build_prompt(
+        series_name=name,
+        ontology=ontology,
+        book_names=list(section.meta.books),
+        section_id=section.section_id,
+        text=section.text,
+    )
+    cid = make_custom_id(custom_id or section.stem, used_ids)
+    body = build_extraction_batch_request(
+        cid,
+        parts.render(),
+        model,
+        ExtractionResult,
+        max_tokens,
+        temperature,
+        effort=effort,
+        cache_ttl=cache_ttl,
+        api_version=api_version,
+    )
+    meta = RequestMeta(
+        custom_id=cid,
+        file_name=section.file_name,
+        chunk_id=section.section_id,
+        series=section.meta.series,
+        section_path=str(section.path),
+        sha256=section.meta.sha256 or text_sha256(section.text),
+        prompt_version=prompt_version(ontology, model),
+    )
+    return PreparedRequest(body=body, meta=meta)
+
+
+def as_prepared(requests: Iterable[dict[str, Any] | PreparedRequest]) -> list[PreparedRequest]:
+    """Wrap guide-style dicts (metadata guessed from the custom_id) and pass prepared ones on."""
+    out: list[PreparedRequest] = []
+    for req in requests:
+        if isinstance(req, PreparedRequest):
+            out.append(req)
+            continue
+        cid = req.get("custom_id")
+        if not isinstance(cid, str):
+            raise PreflightError(
+                "a request has no string custom_id: build requests with "
+                "build_extraction_batch_request(custom_id, ...)"
+            )
+        meta = meta_from_custom_id(cid)
+        digest = hashlib.sha256(_canonical(req.get("params", {})).encode()).hexdigest()
+        out.append(PreparedRequest(body=req, meta=_replace_sha(meta, digest)))
+    return out
+
+
+def _replace_sha(meta: RequestMeta, sha: str) -> RequestMeta:
+    return RequestMeta(
+        custom_id=meta.custom_id,
+        file_name=meta.file_name,
+        chunk_id=meta.chunk_id,
+        series=meta.series,
+        sha256=sha,
+    )
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_bytes(body: dict[str, Any]) -> int:
+    """Size of one request as it travels inside the batch body (compact JSON, UTF-8)."""
+    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+# ------------------------------------------------------------------------------------------
+# Splitting a truncated section
+# ------------------------------------------------------------------------------------------
+
+_TEXT_MARKER = "TEXT CONTENT:\n"
+MIN_SPLIT_CHARS = 400
+
+
+def split_text(text: str) -> tuple[str, str] | None:
+    """Split ``text`` in two near its middle at the best boundary available.
+
+    Paragraph breaks are preferred, then line breaks, then sentence ends, then spaces; the cut
+    is the boundary nearest to the middle. Returns ``None`` when the text is too short to split
+    usefully (:data:`MIN_SPLIT_CHARS`).
+    """
+    if len(text) < MIN_SPLIT_CHARS:
+        return None
+    middle = len(text) // 2
+    for pattern in (r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+"):
+        cuts = [m.end() for m in re.finditer(pattern, text)]
+        cuts = [c for c in cuts if len(text) // 5 <= c <= len(text) - len(text) // 5]
+        if cuts:
+            cut = min(cuts, key=lambda c: abs(c - middle))
+            return text[:cut], text[cut:]
+    return text[:middle], text[middle:]
+
+
+def split_request(body: dict[str, Any], ids: tuple[str, str]) -> tuple[dict[str, Any], ...] | None:
+    """Make two requests from one whose answer was truncated, each with half the section text.
+
+    The cached prefix, schema and all other params stay identical (so the halves still hit the
+    prompt cache); only the text after ``TEXT CONTENT:`` in the user message is halved.
+    """
+    params = body["params"]
+    try:
+        content = params["messages"][0]["content"]
+        user_text = content if isinstance(content, str) else content[0]["text"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    at = user_text.rfind(_TEXT_MARKER)
+    head, text = (
+        (user_text[: at + len(_TEXT_MARKER)], user_text[at + len(_TEXT_MARKER) :])
+        if at >= 0
+        else ("", user_text)
+    )
+    halves = split_text(text)
+    if halves is None:
+        return None
+    out = []
+    for cid, half in zip(ids, halves, strict=True):
+        new_params = json.loads(json.dumps(params))
+        new_params["messages"][0]["content"] = [{"type": "text", "text": head + half}]
+        out.append({"custom_id": cid, "params": new_params})
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------
+# Pre-flight
+# ------------------------------------------------------------------------------------------
+
+
+def estimate_tokens(text: str, model: ModelInfo) -> int:
+    """Conservative token estimate for ``text`` on ``model`` when no count is available.
+
+    Uses the domain's calibrated estimate (``fantasy_kg.domain.text.tokens``) plus its safety
+    margin for budget decisions; without it, chars/3 (the Claude 4.5 tokenizer averages about 3.5
+    characters per token on English prose) times the model's tokenizer factor, which errs high.
+    """
+    module = _domain_tokens()
+    if module is not None:
+        raw = int(module.estimate_tokens(text, model.tokenizer_factor))
+        return int(module.with_margin(raw, False))
+    return math.ceil(len(text) / 3 * model.tokenizer_factor)
+
+
+@cache
+def _domain_tokens() -> Any:
+    import importlib
+
+    try:
+        module = importlib.import_module("fantasy_kg.domain.text.tokens")
+    except ImportError:
+        return None
+    if hasattr(module, "estimate_tokens") and hasattr(module, "with_margin"):
+        return module
+    return None
+
+
+def _request_text(params: dict[str, Any]) -> str:
+    chunks: list[str] = []
+    system = params.get("system")
+    if isinstance(system, str):
+        chunks.append(system)
+    elif isinstance(system, list):
+        chunks.extend(str(b.get("text", "")) for b in system if isinstance(b, dict))
+    for msg in params.get("messages", []):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            chunks.append(content)
+        elif isinstance(content, list):
+            chunks.extend(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    fmt = params.get("output_config", {}).get("format")
+    if fmt:
+        chunks.append(json.dumps(fmt))
+    return "\n".join(chunks)
+
+
+def _prefix_text(params: dict[str, Any]) -> str:
+    system = params.get("system")
+    if isinstance(system, list):
+        return "\n".join(
+            str(b.get("text", ""))
+            for b in system
+            if isinstance(b, dict) and b.get("cache_control") is not None
+        )
+    return ""
+
+
+@dataclass(frozen=True)
+class SchemaComplexity:
+    """Counts the API limits for strict schemas (24 optional, 16 union-typed parameters)."""
+
+    optional_params: int
+    union_params: int
+
+
+def schema_complexity(schema: dict[str, Any]) -> SchemaComplexity:
+    """Count optional and union-typed properties across a JSON schema (``$defs`` included once)."""
+    optional = 0
+    union = 0
+
+    def walk(node: Any) -> None:
+        nonlocal optional, union
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict):
+                required = set(node.get("required", []))
+                for name, prop in props.items():
+                    if name not in required:
+                        optional += 1
+                    if isinstance(prop, dict) and (
+                        "anyOf" in prop or "oneOf" in prop or isinstance(prop.get("type"), list)
+                    ):
+                        union += 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return SchemaComplexity(optional_params=optional, union_params=union)
+
+
+@dataclass
+class RequestEstimate:
+    """Pre-flight numbers for one request."""
+
+    custom_id: str
+    prompt_tokens: int
+    prefix_tokens: int
+    max_tokens: int
+    bytes: int
+
+
+@dataclass
+class PreflightReport:
+    """What pre-flight found: per-request numbers, batch split, cost estimate, warnings.
+
+    Attributes:
+        model: The catalog entry checked against.
+        requests: One estimate per request, in input order.
+        batches: Request indices per batch (several when 100,000 / 256 MB would be exceeded).
+        estimated_cost: Expected cost (batch rate, real-time beside it); see :func:`estimate_cost`.
+        worst_case_cost: Cost if every request used its whole ``max_tokens`` and no cache hit.
+        warnings: Non-fatal findings (e.g. a prefix too short to be cached).
+        token_count_method: ``estimate`` (or what the domain estimator reports).
+    """
+
+    model: ModelInfo
+    requests: list[RequestEstimate]
+    batches: list[list[int]]
+    estimated_cost: Cost
+    worst_case_cost: Cost
+    warnings: list[str] = field(default_factory=list)
+    token_count_method: str = "estimate"
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of all request bodies."""
+        return sum(r.bytes for r in self.requests)
+
+
+def _section_name(body: dict[str, Any], meta: RequestMeta | None) -> str:
+    if meta is not None and meta.section_path:
+        return f"section {meta.file_name} (custom_id {meta.custom_id!r})"
+    return f"request custom_id {body.get('custom_id')!r}"
+
+
+#: Assumed output size relative to the section text, for the expected-cost estimate.
+OUTPUT_RATIO = 0.3
+MIN_EXPECTED_OUTPUT = 1024
+
+
+def estimate_cost(
+    estimates: Sequence[RequestEstimate], model: ModelInfo, *, cache_hit_rate: float = 0.3
+) -> Cost:
+    """Expected cost of the requests at the batch rate (real-time equivalent beside it).
+
+    Assumptions, chosen to err high: the cached prefix is written once with the 1-hour TTL and
+    read by only ``cache_hit_rate`` of the other requests (the batch guide reports 30-98%); the
+    others write it again. Output is ``OUTPUT_RATIO`` of the section tokens (at least
+    ``MIN_EXPECTED_OUTPUT``) capped at ``max_tokens``; thinking models get the same again on top,
+    since thinking is billed as output.
+    """
+    total = Cost(batch_usd=0.0, realtime_usd=0.0)
+    thinking = model.thinking_default != "off"
+    for i, est in enumerate(estimates):
+        body_tokens = max(0, est.prompt_tokens - est.prefix_tokens)
+        out = min(est.max_tokens, max(MIN_EXPECTED_OUTPUT, int(body_tokens * OUTPUT_RATIO)))
+        if thinking:
+            out = min(est.max_tokens, out * 2)
+        base = TokenUsage(input_tokens=body_tokens, output_tokens=out)
+        write = price_usage(
+            model, base + TokenUsage(cache_creation_1h_input_tokens=est.prefix_tokens)
+        )
+        read = price_usage(model, base + TokenUsage(cache_read_input_tokens=est.prefix_tokens))
+        hit = cache_hit_rate if i > 0 else 0.0
+        total = Cost(
+            batch_usd=total.batch_usd + hit * read.batch_usd + (1 - hit) * write.batch_usd,
+            realtime_usd=total.realtime_usd
+            + hit * read.realtime_usd
+            + (1 - hit) * write.realtime_usd,
+        )
+    return total
+
+
+def _worst_case(estimates: Sequence[RequestEstimate], model: ModelInfo) -> Cost:
+    batch = realtime = 0.0
+    for est in estimates:
+        usage = TokenUsage(
+            input_tokens=est.prompt_tokens - est.prefix_tokens,
+            cache_creation_1h_input_tokens=est.prefix_tokens,
+            output_tokens=est.max_tokens,
+        )
+        cost = price_usage(model, usage)
+        batch += cost.batch_usd
+        realtime += cost.realtime_usd
+    return Cost(batch_usd=batch, realtime_usd=realtime)
+
+
+def split_into_batches(
+    sizes: Sequence[int],
+    *,
+    max_requests: int = MAX_REQUESTS_PER_BATCH,
+    max_bytes: int = MAX_BATCH_BYTES - _BATCH_BYTES_MARGIN,
+) -> list[list[int]]:
+    """Group request indices (in order) into batches under both the count and the byte limit.
+
+    Args:
+        sizes: Byte size of each request body.
+        max_requests: Requests per batch (API: 100,000).
+        max_bytes: Body bytes per batch (API: 256 MB, minus a margin for the envelope).
+
+    Raises:
+        PreflightError: if a single request alone is larger than ``max_bytes``.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for i, size in enumerate(sizes):
+        # ``,`` between requests plus the surrounding ``{"requests":[...]}``.
+        cost = size + 1
+        if cost > max_bytes:
+            raise PreflightError(
+                f"request #{i} is {size:,} bytes, above the {max_bytes:,}-byte batch limit: "
+                "split the section into smaller sections"
+            )
+        if current and (len(current) >= max_requests or current_bytes + cost > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(i)
+        current_bytes += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+def preflight(
+    requests: Sequence[dict[str, Any] | PreparedRequest],
+    model: str,
+    *,
+    max_requests: int = MAX_REQUESTS_PER_BATCH,
+    max_bytes: int = MAX_BATCH_BYTES - _BATCH_BYTES_MARGIN,
+) -> PreflightReport:
+    """Check requests against everything the API would reject, before any is sent.
+
+    Raises:
+        PreflightError: one line naming the section (or custom_id) and why: bad or duplicate
+            custom_id, prompt + max_tokens over the context window, max_tokens over the output
+            cap, schema over the complexity limits, a request with no messages, or a model in
+            the request that differs from ``model``.
+        ConfigError: unknown model.
+    """
+    info = get_model(model)
+    if not requests:
+        raise PreflightError("nothing to submit: no requests (is the sections folder empty?)")
+    prepared = as_prepared(requests)
+    seen: dict[str, int] = {}
+    estimates: list[RequestEstimate] = []
+    warnings: list[str] = []
+    schema_checked: set[str] = set()
+    for i, req in enumerate(prepared):
+        body, meta = req.body, req.meta
+        where = _section_name(body, meta)
+        cid = body.get("custom_id")
+        if not isinstance(cid, str) or not CUSTOM_ID_RE.match(cid):
+            raise PreflightError(
+                f"{where}: custom_id must match ^[a-zA-Z0-9_-]{{1,64}}$ "
+                f"(got {len(str(cid))} characters); use make_custom_id() to shorten it"
+            )
+        if cid in seen:
+            raise PreflightError(
+                f"{where}: custom_id {cid!r} is used twice (requests #{seen[cid]} and #{i}); "
+                "custom_ids must be unique within a batch"
+            )
+        seen[cid] = i
+        params = body.get("params")
+        if not isinstance(params, dict) or not params.get("messages"):
+            raise PreflightError(f"{where}: params has no messages")
+        req_model = str(params.get("model", ""))
+        if req_model and get_model(req_model).id != info.id:
+            raise PreflightError(
+                f"{where}: request model {req_model!r} differs from the batch model {model!r}"
+            )
+        max_tokens = params.get("max_tokens")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise PreflightError(f"{where}: max_tokens must be an integer >= 1 in a batch")
+        if max_tokens > info.max_output_tokens:
+            raise PreflightError(
+                f"{where}: max_tokens {max_tokens:,} > {info.max_output_tokens:,}, the output cap "
+                f"of {info.id}; lower --max-tokens"
+            )
+        for banned in ("temperature", "top_p", "top_k"):
+            if banned in params and not info.accepts_sampling_params:
+                raise PreflightError(f"{where}: {info.id} rejects {banned}; remove it")
+        for banned in ("stream", "speed"):
+            if banned in params:
+                raise PreflightError(f"{where}: {banned!r} is not supported inside a batch")
+        fmt = params.get("output_config", {}).get("format")
+        if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+            key = _canonical(fmt["schema"])
+            if key not in schema_checked:
+                schema_checked.add(key)
+                cx = schema_complexity(fmt["schema"])
+                if cx.optional_params > MAX_OPTIONAL_PARAMS or cx.union_params > MAX_UNION_PARAMS:
+                    raise PreflightError(
+                        f"{where}: output schema has {cx.optional_params} optional and "
+                        f"{cx.union_params} union-typed parameters; the API allows "
+                        f"{MAX_OPTIONAL_PARAMS} and {MAX_UNION_PARAMS}: make fields required"
+                    )
+        prompt_tokens = estimate_tokens(_request_text(params), info)
+        prefix_tokens = estimate_tokens(_prefix_text(params), info)
+        if prompt_tokens + max_tokens > info.context_window:
+            raise PreflightError(
+                f"{where}: prompt ~{prompt_tokens:,} tokens + max_tokens {max_tokens:,} exceeds "
+                f"the {info.context_window:,}-token context window of {info.id}; re-section with "
+                "a smaller budget or lower --max-tokens"
+            )
+        if 0 < prefix_tokens < info.min_cacheable_prefix_tokens and i == 0:
+            warnings.append(
+                f"cached prefix ~{prefix_tokens:,} tokens is below {info.id}'s minimum of "
+                f"{info.min_cacheable_prefix_tokens:,}: it will not be cached"
+            )
+        estimates.append(
+            RequestEstimate(
+                custom_id=cid,
+                prompt_tokens=prompt_tokens,
+                prefix_tokens=prefix_tokens,
+                max_tokens=max_tokens,
+                bytes=request_bytes(body),
+            )
+        )
+    batches = split_into_batches(
+        [e.bytes for e in estimates], max_requests=max_requests, max_bytes=max_bytes
+    )
+    return PreflightReport(
+        model=info,
+        requests=estimates,
+        batches=batches,
+        estimated_cost=estimate_cost(estimates, info),
+        worst_case_cost=_worst_case(estimates, info),
+        warnings=warnings,
+    )
+
+
+def is_rendered_prompt(prompt: str) -> bool:
+    """True when ``prompt`` carries the project's cache-boundary marker."""
+    return SECTION_MARKER in prompt

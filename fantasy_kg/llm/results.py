@@ -1,0 +1,530 @@
+"""Every result handled: turn one answer into a result file or a recorded failure.
+
+Shared by batch and real-time mode, so both write byte-for-byte the same kind of files:
+
+* ``<output_dir>/<custom_id>_extracted.json``: one :class:`ExtractionResult` (the guide's file).
+* ``<output_dir>/_provenance/<custom_id>.json``: where the result came from (section, text hash,
+  prompt version, model, batch id, backend, usage, cost, items rejected by validation). The
+  warehouse ties facts to their batch through it; idempotency checks read it.
+* ``<output_dir>/_failures/<custom_id>.json``: a :class:`FailureRecord` for every custom_id that
+  did not (yet) end as a result file. Removed when a later attempt succeeds, so the folder always
+  shows what is still missing. :func:`load_failures` reads it (or the job files).
+* ``<output_dir>/_parts/``: results of the halves of truncated sections (``<id>_a``/``<id>_b``)
+  and ``<root>.split.json`` trees. When every leaf of a tree has a result, the parts are merged
+  into ``<root>_extracted.json``, so downstream code never sees halves.
+
+Model output is untrusted: every path goes through :func:`fantasy_kg.domain.paths.confined`.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from fantasy_kg.domain import paths
+from fantasy_kg.domain.catalog import ModelInfo
+from fantasy_kg.domain.errors import InputFileError
+from fantasy_kg.domain.pricing import Cost, TokenUsage, price_usage
+from fantasy_kg.domain.schemas import (
+    Confidence,
+    EntityInstance,
+    ExtractionResult,
+    RejectedItem,
+    RelationshipInstance,
+    SchemaUpdateProposal,
+    parse_extraction,
+)
+from fantasy_kg.llm.jobs import FailureRecord, JobStore, utcnow
+from fantasy_kg.llm.requests import RequestMeta
+
+logger = logging.getLogger(__name__)
+
+FAILURES_DIR = "_failures"
+PROVENANCE_DIR = "_provenance"
+PARTS_DIR = "_parts"
+RESULT_SUFFIX = "_extracted.json"
+
+TRUNCATION_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
+
+
+# ------------------------------------------------------------------------------------------
+# Reading a message
+# ------------------------------------------------------------------------------------------
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def text_of(message: Any) -> str | None:
+    """The answer's text: the first content block of type ``text`` (thinking may come first)."""
+    for block in _get(message, "content", None) or []:
+        if _get(block, "type") == "text":
+            text = _get(block, "text")
+            return str(text) if text is not None else None
+    return None
+
+
+def usage_of(message: Any) -> TokenUsage:
+    """Token usage of a message from its real usage fields.
+
+    Cache writes are split by TTL from ``usage.cache_creation`` (1-hour writes cost 2x input,
+    5-minute writes 1.25x); a bare ``cache_creation_input_tokens`` without the breakdown is
+    priced as 5-minute writes, as the API documents.
+    """
+    usage = _get(message, "usage")
+    if usage is None:
+        return TokenUsage()
+    creation = _get(usage, "cache_creation")
+    w5 = int(_get(creation, "ephemeral_5m_input_tokens", 0) or 0) if creation is not None else 0
+    w1 = int(_get(creation, "ephemeral_1h_input_tokens", 0) or 0) if creation is not None else 0
+    total_writes = int(_get(usage, "cache_creation_input_tokens", 0) or 0)
+    if creation is None or (w5 + w1 == 0 and total_writes):
+        w5, w1 = total_writes, 0
+    return TokenUsage(
+        input_tokens=int(_get(usage, "input_tokens", 0) or 0),
+        output_tokens=int(_get(usage, "output_tokens", 0) or 0),
+        cache_creation_5m_input_tokens=w5,
+        cache_creation_1h_input_tokens=w1,
+        cache_read_input_tokens=int(_get(usage, "cache_read_input_tokens", 0) or 0),
+    )
+
+
+@dataclass
+class Outcome:
+    """What one answer became.
+
+    Exactly one of ``result`` (usable), ``failure`` (recorded) or ``truncated`` (to be split)
+    describes it.
+    """
+
+    custom_id: str
+    result: BaseModel | None = None
+    rejected: list[RejectedItem] = field(default_factory=list)
+    failure: FailureRecord | None = None
+    truncated: bool = False
+    stop_reason: str = ""
+    usage: TokenUsage | None = None
+
+
+def interpret_message(
+    message: Any,
+    meta: RequestMeta,
+    *,
+    schema: type[BaseModel] = ExtractionResult,
+    batch_id: str,
+    attempt: int = 1,
+) -> Outcome:
+    """Decide what a succeeded answer is worth: a result, a truncation or a failure.
+
+    A succeeded line can still be unusable: ``refusal`` is recorded (not retried: the same
+    input gets the same refusal), ``max_tokens`` / ``model_context_window_exceeded`` mark the
+    request for splitting, invalid JSON and schema mismatches are recorded with the error.
+    """
+    cid = meta.custom_id
+    stop = str(_get(message, "stop_reason", "") or "")
+    usage = usage_of(message)
+
+    def fail(kind: str, msg: str, retryable: bool = False) -> Outcome:
+        rec = FailureRecord(
+            custom_id=cid,
+            batch_id=batch_id,
+            type=kind,
+            message=msg[:2000],
+            retryable=retryable,
+            attempt=attempt,
+            file_name=meta.file_name,
+            series=meta.series,
+            stop_reason=stop,
+        )
+        return Outcome(custom_id=cid, failure=rec, stop_reason=stop, usage=usage)
+
+    if stop == "refusal":
+        details = _get(message, "stop_details")
+        why = _get(details, "explanation") or _get(details, "category") or "no explanation"
+        return fail("refusal", f"the model refused: {why}")
+    if stop in TRUNCATION_STOP_REASONS:
+        return Outcome(custom_id=cid, truncated=True, stop_reason=stop, usage=usage)
+    text = text_of(message)
+    if text is None:
+        return fail("no_text_block", f"answer has no text block (stop_reason {stop or 'none'})")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return fail("invalid_json", f"answer is not valid JSON: {exc.msg} at char {exc.pos}")
+    if schema is ExtractionResult:
+        try:
+            parsed = parse_extraction(payload, file_name=meta.file_name, chunk_id=meta.chunk_id)
+        except ValueError as exc:
+            return fail("schema_mismatch", f"answer does not match the schema: {exc}")
+        return Outcome(
+            custom_id=cid,
+            result=parsed.result,
+            rejected=list(parsed.rejected),
+            stop_reason=stop,
+            usage=usage,
+        )
+    try:
+        result = schema.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        return fail("schema_mismatch", f"answer does not match the schema: {loc}: {err['msg']}")
+    return Outcome(custom_id=cid, result=result, stop_reason=stop, usage=usage)
+
+
+def interpret_error(error: Any, meta: RequestMeta, *, batch_id: str, attempt: int) -> FailureRecord:
+    """Record an ``errored`` result: ``invalid_request_error`` must be fixed, others retried.
+
+    ``error`` is the line's ``ErrorResponse`` (``{"type": "error", "error": {...}}``) or the inner
+    error object.
+    """
+    inner = _get(error, "error", error)
+    etype = str(_get(inner, "type", "") or "unknown_error")
+    message = str(_get(inner, "message", "") or "")
+    return FailureRecord(
+        custom_id=meta.custom_id,
+        batch_id=batch_id,
+        type="errored",
+        error_type=etype,
+        message=message[:2000],
+        retryable=etype != "invalid_request_error",
+        attempt=attempt,
+        file_name=meta.file_name,
+        series=meta.series,
+    )
+
+
+def not_run_failure(
+    kind: str, meta: RequestMeta, *, batch_id: str, attempt: int, message: str = ""
+) -> FailureRecord:
+    """Record an ``expired``/``canceled``/missing result: never sent to the model, retryable."""
+    default = {
+        "expired": "the batch reached its 24-hour expiry before this request ran",
+        "canceled": "the batch was canceled before this request ran",
+        "missing_result": "the batch ended but its results held no line for this custom_id",
+    }.get(kind, kind)
+    return FailureRecord(
+        custom_id=meta.custom_id,
+        batch_id=batch_id,
+        type=kind,
+        message=message or default,
+        retryable=True,
+        attempt=attempt,
+        file_name=meta.file_name,
+        series=meta.series,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------
+
+
+def result_path(output_dir: Path, custom_id: str) -> Path:
+    """``<output_dir>/<custom_id>_extracted.json`` (confined: custom_ids can be hostile)."""
+    return paths.confined(output_dir, f"{custom_id}{RESULT_SUFFIX}")
+
+
+def part_path(output_dir: Path, custom_id: str) -> Path:
+    """``<output_dir>/_parts/<custom_id>_extracted.json`` for halves of split sections."""
+    return paths.confined(output_dir, PARTS_DIR, f"{custom_id}{RESULT_SUFFIX}")
+
+
+def failure_path(output_dir: Path, custom_id: str) -> Path:
+    """``<output_dir>/_failures/<custom_id>.json``."""
+    return paths.confined(output_dir, FAILURES_DIR, f"{custom_id}.json")
+
+
+def provenance_path(output_dir: Path, custom_id: str) -> Path:
+    """``<output_dir>/_provenance/<custom_id>.json``."""
+    return paths.confined(output_dir, PROVENANCE_DIR, f"{custom_id}.json")
+
+
+class Provenance(BaseModel):
+    """Where a result file came from; one per ``_extracted.json``."""
+
+    custom_id: str
+    file_name: str
+    chunk_id: str
+    series: str = ""
+    section_path: str = ""
+    sha256: str = ""
+    prompt_version: str = ""
+    model: str = ""
+    batch_id: str = ""
+    batch_ids: list[str] = []
+    backend: str = ""
+    mode: str = "batch"
+    written_at: str = ""
+    usage: TokenUsage = TokenUsage()
+    cost: Cost = Cost(batch_usd=0.0, realtime_usd=0.0)
+    rejected: list[RejectedItem] = []
+    merged_from: list[str] = []
+
+
+def write_result(
+    output_dir: Path,
+    meta: RequestMeta,
+    result: BaseModel,
+    provenance: Provenance,
+    *,
+    as_part: bool = False,
+) -> Path:
+    """Write a result (or a part of a split section) and its provenance, then clear failures."""
+    path = (
+        part_path(output_dir, meta.custom_id)
+        if as_part
+        else result_path(output_dir, meta.custom_id)
+    )
+    paths.atomic_write_text(path, result.model_dump_json(indent=2) + "\n")
+    prov_path = (
+        paths.confined(output_dir, PARTS_DIR, f"{meta.custom_id}.provenance.json")
+        if as_part
+        else provenance_path(output_dir, meta.custom_id)
+    )
+    paths.atomic_write_text(prov_path, provenance.model_dump_json(indent=2) + "\n")
+    clear_failure(output_dir, meta.custom_id)
+    return path
+
+
+def write_failure(output_dir: Path, record: FailureRecord) -> Path:
+    """Record a failure where the warehouse and Dagster can read it."""
+    path = failure_path(output_dir, record.custom_id)
+    paths.atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def clear_failure(output_dir: Path, custom_id: str) -> None:
+    """Drop the failure record of a custom_id that now has a result."""
+    path = failure_path(output_dir, custom_id)
+    if path.is_file():
+        path.unlink()
+
+
+def load_provenance(output_dir: Path | str, custom_id: str) -> Provenance | None:
+    """The provenance of one result file, or ``None`` when there is none (or it is unreadable)."""
+    path = provenance_path(Path(output_dir), custom_id)
+    try:
+        return Provenance.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError, ValueError):
+        return None
+
+
+def load_all_provenance(output_dir: Path | str) -> list[Provenance]:
+    """Provenance of every result in ``output_dir`` (sorted by custom_id)."""
+    folder = Path(output_dir) / PROVENANCE_DIR
+    out = []
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            try:
+                out.append(Provenance.model_validate_json(path.read_text(encoding="utf-8")))
+            except (OSError, ValidationError, ValueError):
+                logger.warning("unreadable provenance file %s", path)
+    return out
+
+
+def has_valid_result(output_dir: Path, custom_id: str, sha256: str, prompt_version: str) -> bool:
+    """Whether ``custom_id`` already has a result for exactly this text and prompt version.
+
+    Idempotency (invariant 3): such sections are not sent again. The result file must exist and
+    validate; the provenance must carry the same text hash and prompt version (which includes
+    the model).
+    """
+    try:
+        path = result_path(output_dir, custom_id)
+    except InputFileError:
+        return False
+    if not path.is_file():
+        return False
+    prov = load_provenance(output_dir, custom_id)
+    if prov is None or prov.sha256 != sha256 or prov.prompt_version != prompt_version:
+        return False
+    try:
+        ExtractionResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError, ValueError):
+        return False
+    return True
+
+
+def load_failures(location: Path | str, series: str | None = None) -> list[FailureRecord]:
+    """Failures that still stand, from an output folder or from a jobs folder.
+
+    Args:
+        location: An output folder (reads ``_failures/*.json``: exactly the custom_ids that have
+            no result file yet) or a jobs folder (reads every job file; for each custom_id the
+            record of its latest attempt, dropped when a later attempt wrote a result).
+        series: Only this series slug.
+
+    Returns:
+        Failure records sorted by custom_id.
+    """
+    root = Path(location)
+    folder = root / FAILURES_DIR
+    out: dict[str, FailureRecord] = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            try:
+                rec = FailureRecord.model_validate_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValidationError, ValueError):
+                logger.warning("unreadable failure record %s", path)
+                continue
+            if series is None or rec.series == series:
+                out[rec.custom_id] = rec
+        return sorted(out.values(), key=lambda r: r.custom_id)
+    store = JobStore(root)
+    succeeded: set[str] = set()
+    for job in store.all_jobs(series):
+        for cid, rec in job.failures.items():
+            prev = out.get(cid)
+            if prev is None or rec.attempt >= prev.attempt:
+                out[cid] = rec
+        succeeded.update(
+            cid
+            for cid, dest in job.local_request_mapping.items()
+            if cid not in job.failures and Path(dest).is_file()
+        )
+    return sorted((r for cid, r in out.items() if cid not in succeeded), key=lambda r: r.custom_id)
+
+
+# ------------------------------------------------------------------------------------------
+# Split sections: parts and merging
+# ------------------------------------------------------------------------------------------
+
+
+class SplitTree(BaseModel):
+    """The halves a truncated section was split into, in text order (leaves only)."""
+
+    root: str
+    leaves: list[str]
+    split_nodes: list[str] = []
+
+
+def split_tree_path(output_dir: Path, root: str) -> Path:
+    """``<output_dir>/_parts/<root>.split.json``."""
+    return paths.confined(output_dir, PARTS_DIR, f"{root}.split.json")
+
+
+def record_split(output_dir: Path, root: str, parent: str, halves: tuple[str, str]) -> None:
+    """Replace leaf ``parent`` (or the root itself) of ``root``'s tree by its two halves."""
+    path = split_tree_path(output_dir, root)
+    if path.is_file():
+        tree = SplitTree.model_validate_json(path.read_text(encoding="utf-8"))
+    else:
+        tree = SplitTree(root=root, leaves=[root])
+    if parent not in tree.split_nodes:
+        tree.split_nodes.append(parent)
+    if parent in tree.leaves:
+        i = tree.leaves.index(parent)
+        tree.leaves[i : i + 1] = list(halves)
+    elif not set(halves) <= set(tree.leaves):
+        tree.leaves.extend(halves)
+    paths.atomic_write_text(path, tree.model_dump_json(indent=2) + "\n")
+
+
+def merge_results(results: list[ExtractionResult]) -> ExtractionResult:
+    """Merge the results of a section's halves into one result for the whole section.
+
+    Entities with the same id become one (aliases, mentions and attributes united, the higher
+    confidence kept); relationships with the same (source, type, target) become one with all
+    evidence; schema proposals are deduplicated by (type, name).
+    """
+    entities: dict[str, EntityInstance] = {}
+    for res in results:
+        for ent in res.entities:
+            cur = entities.get(ent.id)
+            if cur is None:
+                entities[ent.id] = ent.model_copy(deep=True)
+                continue
+            cur.aliases = list(dict.fromkeys([*cur.aliases, *ent.aliases]))
+            seen = {(m.file_name, m.chunk_id, m.text) for m in cur.mentions}
+            cur.mentions.extend(
+                m for m in ent.mentions if (m.file_name, m.chunk_id, m.text) not in seen
+            )
+            cur.attributes = {**ent.attributes, **cur.attributes}
+            cur.confidence = Confidence(score=max(cur.confidence.score, ent.confidence.score))
+    rels: dict[tuple[str, str, str], RelationshipInstance] = {}
+    for res in results:
+        for rel in res.relationships:
+            key = (rel.source, rel.type, rel.target)
+            cur_rel = rels.get(key)
+            if cur_rel is None:
+                rels[key] = rel.model_copy(deep=True)
+                continue
+            quotes = {e.quote for e in cur_rel.evidence}
+            cur_rel.evidence.extend(e for e in rel.evidence if e.quote not in quotes)
+            cur_rel.confidence = Confidence(
+                score=max(cur_rel.confidence.score, rel.confidence.score)
+            )
+    proposals: dict[tuple[str, str], SchemaUpdateProposal] = {}
+    for res in results:
+        for prop in res.schema_proposals:
+            proposals.setdefault((prop.proposal_type, prop.name), prop)
+    return ExtractionResult(
+        entities=list(entities.values()),
+        relationships=list(rels.values()),
+        schema_proposals=list(proposals.values()),
+    )
+
+
+def try_merge(output_dir: Path, root: str, root_meta: RequestMeta) -> Path | None:
+    """Merge a split section once every leaf has a part; return the result path if written."""
+    path = split_tree_path(output_dir, root)
+    if not path.is_file():
+        return None
+    tree = SplitTree.model_validate_json(path.read_text(encoding="utf-8"))
+    parts: list[ExtractionResult] = []
+    provs: list[Provenance] = []
+    for leaf in tree.leaves:
+        ppath = part_path(output_dir, leaf)
+        if not ppath.is_file():
+            return None
+        parts.append(ExtractionResult.model_validate_json(ppath.read_text(encoding="utf-8")))
+        prov_file = paths.confined(output_dir, PARTS_DIR, f"{leaf}.provenance.json")
+        if prov_file.is_file():
+            provs.append(Provenance.model_validate_json(prov_file.read_text(encoding="utf-8")))
+    merged = merge_results(parts)
+    usage = TokenUsage()
+    batch = realtime = 0.0
+    rejected: list[RejectedItem] = []
+    batch_ids: list[str] = []
+    for p in provs:
+        usage = usage + p.usage
+        batch += p.cost.batch_usd
+        realtime += p.cost.realtime_usd
+        rejected.extend(p.rejected)
+        batch_ids.extend(b for b in [p.batch_id, *p.batch_ids] if b and b not in batch_ids)
+    first = provs[0] if provs else None
+    prov = Provenance(
+        custom_id=root,
+        file_name=root_meta.file_name,
+        chunk_id=root_meta.chunk_id,
+        series=root_meta.series,
+        section_path=root_meta.section_path,
+        sha256=root_meta.sha256,
+        prompt_version=root_meta.prompt_version,
+        model=first.model if first else "",
+        batch_id=first.batch_id if first else "",
+        batch_ids=batch_ids,
+        backend=first.backend if first else "",
+        mode=first.mode if first else "batch",
+        written_at=utcnow().isoformat(),
+        usage=usage,
+        cost=Cost(batch_usd=batch, realtime_usd=realtime),
+        rejected=rejected,
+        merged_from=list(tree.leaves),
+    )
+    out = write_result(output_dir, root_meta, merged, prov)
+    for node in [*tree.leaves, *tree.split_nodes]:
+        clear_failure(output_dir, node)
+    return out
+
+
+def cost_of(model: ModelInfo, usage: TokenUsage) -> Cost:
+    """Price one request's usage (batch rate and real-time equivalent)."""
+    return price_usage(model, usage)
