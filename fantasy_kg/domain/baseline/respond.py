@@ -1,0 +1,87 @@
+"""The local backend's "model": answer an Anthropic Messages request body deterministically.
+
+The local HTTP server hands each request's ``params`` here and wraps the answer in a Message. An
+extraction request (one whose ``output_config.format.schema`` is the extraction wire schema) gets
+JSON valid against :class:`~fantasy_kg.domain.schemas.WireExtractionResult`; anything else gets a
+short plain-text reply that says what this backend is, so a stray prompt is not mistaken for
+Claude's answer.
+"""
+
+import json
+from typing import Any
+
+from fantasy_kg.domain.baseline.extractor import extract
+from fantasy_kg.domain.prompts import parse_prompt
+
+BASELINE_NOTICE = (
+    "This is the fantasy_kg local backend: a deterministic rule-based baseline, not Claude. "
+    "It only answers knowledge-graph extraction requests (an extraction prompt with the "
+    "extraction output schema)."
+)
+
+
+def _text_of(content: Any) -> str:
+    """Text of a ``system`` value or message ``content``: a string or a list of blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            block.get("text", "")
+            for block in content
+            if isinstance(block, dict) and block.get("type", "text") == "text"
+        ]
+        return "\n\n".join(p for p in parts if isinstance(p, str) and p)
+    return ""
+
+
+def prompt_text(params: dict[str, Any]) -> str:
+    """The whole prompt as the model would read it: system text, then the user turns."""
+    parts = [_text_of(params.get("system"))]
+    for message in params.get("messages") or []:
+        if isinstance(message, dict) and message.get("role", "user") == "user":
+            parts.append(_text_of(message.get("content")))
+    return "\n\n".join(p for p in parts if p)
+
+
+def is_extraction_schema(schema: Any) -> bool:
+    """Whether a JSON schema asks for the extraction answer (entities and relationships)."""
+    if not isinstance(schema, dict):
+        return False
+    props = schema.get("properties")
+    return isinstance(props, dict) and "entities" in props and "relationships" in props
+
+
+def requested_schema(params: dict[str, Any]) -> Any:
+    """``output_config.format.schema`` of a request, or ``None``."""
+    config = params.get("output_config")
+    if not isinstance(config, dict):
+        return None
+    fmt = config.get("format")
+    return fmt.get("schema") if isinstance(fmt, dict) else None
+
+
+def respond(params: dict[str, Any]) -> dict[str, Any]:
+    """Answer one Messages request body.
+
+    Args:
+        params: The request body (``system``, ``messages``, ``output_config``, ...).
+
+    Returns:
+        ``{"text": ..., "stop_reason": "end_turn"}``; usage is the server's business.
+    """
+    prompt = prompt_text(params)
+    schema = requested_schema(params)
+    parsed = parse_prompt(prompt)
+    wants_json = is_extraction_schema(schema) or (
+        schema is None and parsed.ontology is not None and "TEXT CONTENT:" in prompt
+    )
+    if not wants_json:
+        return {"text": BASELINE_NOTICE, "stop_reason": "end_turn"}
+    result = extract(
+        parsed.text,
+        parsed.ontology,
+        file_name=", ".join(parsed.book_names),
+        section_id=parsed.section_id,
+    )
+    text = json.dumps(result.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+    return {"text": text, "stop_reason": "end_turn"}
