@@ -9,6 +9,7 @@ extractor (``fantasy_kg.domain.baseline.respond``); it is a baseline, not Claude
 the local backend produces says so in its logs.
 """
 
+import functools
 import hashlib
 import importlib
 import json
@@ -163,9 +164,24 @@ def estimate_tokens(text: str, model: ModelInfo) -> int:
     """
     if not text:
         return 0
+    if len(text) >= _MEMO_MIN_CHARS:
+        return _estimate_memo(text, model.tokenizer_factor)
+    return _estimate(text, model.tokenizer_factor)
+
+
+_MEMO_MIN_CHARS = 2000
+
+
+def _estimate(text: str, factor: float) -> int:
     if _project_estimate is not None:
-        return int(_project_estimate(text, model.tokenizer_factor))
-    return math.ceil(len(text) / CHARS_PER_TOKEN * model.tokenizer_factor)
+        return int(_project_estimate(text, factor))
+    return math.ceil(len(text) / CHARS_PER_TOKEN * factor)
+
+
+@functools.lru_cache(maxsize=64)
+def _estimate_memo(text: str, factor: float) -> int:
+    """Memoized for long texts: every request of a series repeats the same prefix and schema."""
+    return _estimate(text, factor)
 
 
 def chars_for_tokens(tokens: int, model: ModelInfo) -> int:
@@ -257,15 +273,15 @@ def prompt_shape(params: dict[str, Any], model: ModelInfo) -> PromptShape:
     segs = _segments(params)
     n_messages = len(params.get("messages") or [])
     overhead = 3 * n_messages
-    total = sum(estimate_tokens(s.text, model) for s in segs) + overhead
+    tokens = [estimate_tokens(s.text, model) for s in segs]
+    total = sum(tokens) + overhead
     last = max((i for i, s in enumerate(segs) if s.cache_ttl), default=-1)
     if last < 0:
         return PromptShape(total, 0, "", "5m")
-    prefix = segs[: last + 1]
     digest = hashlib.sha256(model.id.encode())
-    for seg in prefix:
+    for seg in segs[: last + 1]:
         digest.update(b"\x00" + seg.text.encode("utf-8", "surrogatepass"))
-    prefix_tokens = sum(estimate_tokens(s.text, model) for s in prefix)
+    prefix_tokens = sum(tokens[: last + 1])
     return PromptShape(total, prefix_tokens, digest.hexdigest(), segs[last].cache_ttl or "5m")
 
 

@@ -529,15 +529,17 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 class RequestLog:
     """Thread-safe in-memory request log, optionally mirrored to a JSONL file."""
 
-    def __init__(self, file: Path | None = None) -> None:
+    def __init__(self, file: Path | None = None, *, keep_in_memory: bool = True) -> None:
         self._entries: list[LoggedRequest] = []
         self._lock = threading.Lock()
         self.file = file
+        self.keep_in_memory = keep_in_memory
 
     def add(self, entry: LoggedRequest) -> None:
         """Record a finished request (called once its status is known)."""
         with self._lock:
-            self._entries.append(entry)
+            if self.keep_in_memory:
+                self._entries.append(entry)
             if self.file is not None:
                 self.file.parent.mkdir(parents=True, exist_ok=True)
                 line = json.dumps(entry.to_json(), default=str) + "\n"

@@ -49,7 +49,12 @@ def utc_now() -> datetime:
 
 def new_id(prefix: str) -> str:
     """A random id shaped like the API's (``req_``, ``msg_``, ``msgbatch_`` + 24 base62 chars)."""
-    return prefix + "01" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+    value = secrets.randbits(131)  # 62**22 > 2**130: 22 base62 digits of randomness
+    digits = []
+    for _ in range(22):
+        value, rem = divmod(value, 62)
+        digits.append(_ALPHABET[rem])
+    return prefix + "01" + "".join(digits)
 
 
 def rfc3339(moment: datetime) -> str:

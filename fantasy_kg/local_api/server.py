@@ -185,6 +185,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # real-time mode opens many connections at once
 
     def __init__(self, app: "LocalServer", port: int) -> None:
         self.app = app
@@ -285,7 +286,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
-        headers = dict(self.headers.items())
+        headers: dict[str, str] = {}
+        for name in self.headers:
+            # Repeated headers (``anthropic-beta`` may be) are joined like HTTP says they may be.
+            if name not in headers:
+                headers[name] = ", ".join(self.headers.get_all(name) or [])
         route = _route(method, url.path)
         endpoint, path_id = route if route else ("unknown", None)
         length = int(self.headers.get("content-length") or 0)
@@ -398,6 +403,8 @@ class LocalServer:
             short-lived CLI process still sees progress.
         log_requests_to_file: Mirror the request log to ``<state_dir>/requests_log.jsonl``
             (default: when ``FANTASY_KG_LOCAL_API_LOG`` is set or the faults come from the env).
+        record_requests: Keep the request log in memory (``.requests_log``); long-lived
+            production servers turn it off so request bodies do not pile up.
     """
 
     def __init__(
@@ -417,6 +424,7 @@ class LocalServer:
         process_batches: bool = True,
         advance_on_read_seconds: float = 1.0,
         log_requests_to_file: bool | None = None,
+        record_requests: bool = True,
         worker_poll_seconds: float = 0.05,
     ) -> None:
         if host != LOCAL_HOST:
@@ -443,7 +451,8 @@ class LocalServer:
             env_log = os.environ.get(REQUEST_LOG_ENV, "").strip()
             log_requests_to_file = from_env or env_log not in ("", "0")
         self.request_log = RequestLog(
-            self.state_dir / REQUEST_LOG_FILE if log_requests_to_file else None
+            self.state_dir / REQUEST_LOG_FILE if log_requests_to_file else None,
+            keep_in_memory=record_requests,
         )
         self.stopped = False
         self._stop = threading.Event()
@@ -688,6 +697,7 @@ class LocalServer:
                         self._process,
                         budget_seconds=0.5,
                         process_requests=self.process_batches,
+                        should_stop=self._stop.is_set,
                     )
             except Exception:
                 log.exception("local API worker: unexpected error; continuing")
@@ -733,7 +743,7 @@ def ensure_local_server(data_dir: Path | None = None) -> str:
     with _SINGLETON_LOCK:
         server = _SINGLETONS.get(state_dir)
         if server is None or server.stopped:
-            server = start_local_server(state_dir)
+            server = start_local_server(state_dir, record_requests=False)
             _SINGLETONS[state_dir] = server
             atexit.register(server.stop)
         return server.base_url

@@ -66,6 +66,7 @@ CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _BATCH_ID_RE = re.compile(r"^msgbatch_[A-Za-z0-9]{1,64}$")
 _TYPE_RE = re.compile(rb'"result": \{"type": "(\w+)"')
 _OFFSET = struct.Struct("<q")
+_STALE_SECONDS = 300
 
 Processor = Callable[[dict[str, Any], dict[str, Any], BatchCache], dict[str, Any]]
 """(batch record, request ``{custom_id, params}``, batch cache) → that request's ``result``."""
@@ -432,8 +433,13 @@ class BatchStore:
         return [e.name for e in entries if _BATCH_ID_RE.match(e.name)]
 
     def rescan(self) -> None:
-        """Re-mark unfinished batches whose marker was lost (a crash between rename and touch)."""
+        """Re-mark unfinished batches whose marker was lost; sweep leftovers of killed writers."""
         for entry in os.scandir(self.batches_dir):
+            if entry.name.startswith((".tmp-", ".deleted-")):
+                # Left by a process killed mid-create or mid-delete; never visible to clients.
+                if time.time() - entry.stat().st_mtime > _STALE_SECONDS:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                continue
             if not _BATCH_ID_RE.match(entry.name):
                 continue
             try:
@@ -450,6 +456,7 @@ class BatchStore:
         *,
         budget_seconds: float,
         process_requests: bool = True,
+        should_stop: Callable[[], bool] | None = None,
     ) -> bool:
         """Move a batch forward if no one else is: process requests, then end it when due.
 
@@ -458,6 +465,8 @@ class BatchStore:
             processor: Computes one request's result.
             budget_seconds: Stop processing requests after about this long.
             process_requests: False to only end batches (cancel, expiry, done) without answering.
+            should_stop: Checked after every request; True hands the batch back at once (server
+                shutdown), leaving the rest for the next claimant.
 
         Returns:
             True when something changed (requests processed or the batch ended).
@@ -474,7 +483,7 @@ class BatchStore:
                 return False
             try:
                 return self._advance_claimed(
-                    batch_id, folder, processor, budget_seconds, process_requests
+                    batch_id, folder, processor, budget_seconds, process_requests, should_stop
                 )
             except (FileNotFoundError, ApiError):
                 return False  # deleted under our feet
@@ -486,6 +495,7 @@ class BatchStore:
         processor: Processor,
         budget_seconds: float,
         process_requests: bool,
+        should_stop: Callable[[], bool] | None,
     ) -> bool:
         record = self.load(batch_id)
         if record["processing_status"] == "ended":
@@ -502,7 +512,7 @@ class BatchStore:
         progressed = False
         if cursor < total and process_requests:
             cursor, progressed, stop = self._process(
-                record, folder, processor, cursor, budget_seconds
+                record, folder, processor, cursor, budget_seconds, should_stop
             )
             if stop:
                 self._finalize(batch_id, folder, stop)
@@ -540,6 +550,7 @@ class BatchStore:
         processor: Processor,
         cursor: int,
         budget_seconds: float,
+        should_stop: Callable[[], bool] | None,
     ) -> tuple[int, bool, str | None]:
         """Answer requests from ``cursor`` on; returns (cursor, progressed, stop reason)."""
         batch_id = record["id"]
@@ -595,7 +606,7 @@ class BatchStore:
                     if self.load(batch_id)["processing_status"] == "canceling":
                         stop = "canceled"
                         break
-                if now_mono >= deadline:
+                if now_mono >= deadline or (should_stop is not None and should_stop()):
                     break
             os.fsync(results.fileno())
         return cursor, progressed, stop
