@@ -256,7 +256,7 @@ def _plural_of_name(ent: Entity, word_index: dict[str, set[str]]) -> bool:
 
 def _significant(ent: Entity, group_count: int, multiword: bool) -> bool:
     top = max(ent.votes.values(), default=0)
-    if top == 0 and all(o.initial for o in ent.occurrences):
+    if top == 0 and all(o.initial and len(o.tokens) == 1 for o in ent.occurrences):
         return False  # only ever capitalized because it starts a sentence ("Instantly")
     if top >= MIN_VOTES_ALONE:
         return True
@@ -336,7 +336,7 @@ def attributes_of(text: str, ent: Entity) -> list[tuple[str, str]]:
     if kind in (PERSON, "") or ent.gazetteer_type:
         occs: Counter[str] = Counter()
         for occ in ent.occurrences:
-            m = _OCCUPATION_AFTER_RE.match(text, occ.end, min(len(text), occ.end + 60))
+            m = _OCCUPATION_AFTER_RE.match(text[occ.end : occ.end + 60])
             if m:
                 occs[m.group(1)] += 1
         if occs:

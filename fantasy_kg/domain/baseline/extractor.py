@@ -294,7 +294,8 @@ def normalize_gap(gap: str) -> str:
 def _cue_matches(cue: patterns.Cue, text: str, a: Occurrence, b: Occurrence, gap: str) -> bool:
     if not any(cue.gap.match(v) for v in patterns.gap_variants(gap)):
         return False
-    if cue.after is not None and not cue.after.match(text, b.end, min(len(text), b.end + 80)):
+    # Slices, not match(pos): "^" in a pattern anchors at the start of the string only.
+    if cue.after is not None and not cue.after.match(text[b.end : b.end + 80]):
         return False
     return cue.before is None or bool(cue.before.search(text, max(0, a.lead - 30), a.lead))
 

@@ -36,7 +36,7 @@ _CONTRACTION_RE = re.compile(r"^[A-Z][a-z]*['’](?:re|m|ll|ve|d|t|s)$")
 _THE_BEFORE_RE = re.compile(r"(?<![A-Za-z])[Tt]he\s+$")
 
 _PLACE_NOUN_BEFORE_RE = re.compile(
-    r"\bthe\s+(" + "|".join(lexicon.PLACE_NOUNS) + r")\s+(?:of\s+(?:the\s+)?)?$"
+    r"\b[Tt]he\s+(" + "|".join(lexicon.PLACE_NOUNS) + r")\s+(?:of\s+(?:the\s+)?)?$"
 )
 _PLACE_PREP_BEFORE_RE = re.compile(
     r"\b(?:" + "|".join(lexicon.PLACE_PREPOSITIONS) + r")\s+(?:the\s+)?$"
