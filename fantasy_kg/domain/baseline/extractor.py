@@ -218,11 +218,14 @@ def extract(
     sent_of = [sentences.index_of(o.start) for o in occs]
 
     alias_links: list[tuple[int, int]] = []
-    for i, j, gap in _pairs(text, occs, sent_of):
+    pairs = _pairs(text, occs, sent_of)
+    for i, j, variants in pairs:
+        if not any(_ANY_ALIAS.match(v) for v in variants):
+            continue
         if patterns.INDEFINITE_BEFORE_RE.search(text, max(0, occs[i].lead - 8), occs[i].lead):
             continue
         for cue in patterns.ALIAS_CUES:
-            if _cue_matches(cue, text, occs[i], occs[j], gap):
+            if _cue_matches(cue, text, occs[i], occs[j], variants):
                 alias_links.append((j, i) if cue.reverse else (i, j))
                 break
 
@@ -241,12 +244,14 @@ def extract(
 
     rels: dict[tuple[str, str, str], _Rel] = {}
     proposal_cues: dict[str, _ProposalCue] = {}
-    for i, j, gap in _pairs(text, occs, sent_of):
+    for i, j, variants in pairs:
         a, b = per_occ[i], per_occ[j]
         if a is None or b is None or a is b or a.key not in typed or b.key not in typed:
             continue
+        if not any(_ANY_RELATION.match(v) for v in variants):
+            continue  # one combined regex rules out most pairs before the cue-by-cue pass
         for cue in patterns.RELATION_CUES:
-            if not _cue_matches(cue, text, occs[i], occs[j], gap):
+            if not _cue_matches(cue, text, occs[i], occs[j], variants):
                 continue
             src, tgt = (b, a) if cue.reverse else (a, b)
             quote = _quote(text, sentences, sent_of[i], occs[i], occs[j])
@@ -267,9 +272,15 @@ def extract(
     )
 
 
-def _pairs(text: str, occs: list[Occurrence], sent_of: list[int]) -> list[tuple[int, int, str]]:
-    """Nearby mention pairs of one sentence with their normalized gap text."""
-    out: list[tuple[int, int, str]] = []
+_ANY_RELATION = re.compile("|".join(f"(?:{c.gap.pattern})" for c in patterns.RELATION_CUES))
+_ANY_ALIAS = re.compile("|".join(f"(?:{c.gap.pattern})" for c in patterns.ALIAS_CUES))
+
+
+def _pairs(
+    text: str, occs: list[Occurrence], sent_of: list[int]
+) -> list[tuple[int, int, list[str]]]:
+    """Nearby mention pairs of one sentence with the variants of their normalized gap text."""
+    out: list[tuple[int, int, list[str]]] = []
     n = len(occs)
     for i in range(n):
         a = occs[i]
@@ -279,7 +290,7 @@ def _pairs(text: str, occs: list[Occurrence], sent_of: list[int]) -> list[tuple[
                 break
             if b.lead < a.end:
                 continue
-            out.append((i, j, normalize_gap(text[a.end : b.lead])))
+            out.append((i, j, patterns.gap_variants(normalize_gap(text[a.end : b.lead]))))
     return out
 
 
@@ -291,8 +302,10 @@ def normalize_gap(gap: str) -> str:
     return _GAP_WS_RE.sub(" ", gap)
 
 
-def _cue_matches(cue: patterns.Cue, text: str, a: Occurrence, b: Occurrence, gap: str) -> bool:
-    if not any(cue.gap.match(v) for v in patterns.gap_variants(gap)):
+def _cue_matches(
+    cue: patterns.Cue, text: str, a: Occurrence, b: Occurrence, variants: list[str]
+) -> bool:
+    if not any(cue.gap.match(v) for v in variants):
         return False
     # Slices, not match(pos): "^" in a pattern anchors at the start of the string only.
     if cue.after is not None and not cue.after.match(text[b.end : b.end + 80]):
