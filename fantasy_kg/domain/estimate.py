@@ -1,0 +1,367 @@
+"""Pre-flight cost estimate from section meta files: the guide's tables, per series and in total.
+
+For each series: sections, input tokens (the sections' ``input_tokens``), estimated output
+(``output_ratio`` x input, 15 % by default as in the guide), real-time cost, batch cost, savings,
+and two columns the guide lacks: the batch cost once the prompt prefix (instructions + ontology,
+``prefix_tokens`` in the meta files) is included, without and with prompt caching.
+
+Two styles:
+
+* ``exact`` (default): unrounded tokens, each section priced on its own (so long-prompt price
+  bands apply per request, as the API does), batch = real-time x the model's batch discount,
+  cents rounded half-up only for display; totals are sums of unrounded values.
+* ``guide``: reproduces the batch-extraction guide's tables figure for figure. The guide rounded
+  token counts to three significant figures before pricing (1,562,150 -> 1.56M input, 234,322.5 ->
+  234K output), rounded each dollar amount half-up to cents, took batch = round(real-time / 2),
+  savings = real-time - batch, and summed the rounded rows for the total.
+
+Caching assumption (stated in every report): the prefix is marked ``cache_control`` with the
+1-hour TTL; per series the first request writes it (2x input price) and every other request reads
+it (the model's cache-read price), all at the batch discount. That is the best case: batch cache
+hits are best-effort (30-98 % observed), and a prefix shorter than the model's minimum cacheable
+length is not cached at all (then the cached column equals the uncached one).
+
+Token counts are per tokenizer. Meta files record the model they were counted for
+(``token_model``; absent in hand-made files, which are taken as Claude 4.5 tokenizer counts, as the
+guide's were); pricing another model scales them by the ratio of the catalog's
+``tokenizer_factor`` values, and the report flags the scaling.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from fantasy_kg.domain.catalog import ModelInfo, get_model
+from fantasy_kg.domain.errors import InputFileError
+from fantasy_kg.domain.sections import SectionMeta, read_sections
+
+Style = Literal["exact", "guide"]
+
+DEFAULT_OUTPUT_RATIO = 0.15
+GUIDE_MODELS = ("claude-opus-4-5", "claude-sonnet-4-5")
+"""The models of the guide's two tables (what ``--style guide`` shows when no model is given)."""
+
+_CENT = Decimal("0.01")
+_MTOK = Decimal(1_000_000)
+
+CACHE_ASSUMPTION = (
+    "cached prefix: 1-hour TTL; per series the first request writes the prefix at 2x the input "
+    "price and the others read it at the cache-read price, all at the batch discount (best case; "
+    "batch cache hits are best-effort)"
+)
+
+
+@dataclass(frozen=True)
+class SeriesTokens:
+    """The token facts of one series' sections, as read from meta files."""
+
+    series: str
+    section_tokens: tuple[int, ...]
+    prefix_tokens: int = 0
+    token_model: str | None = None
+    token_count_method: str = ""
+
+    @property
+    def sections(self) -> int:
+        """Number of sections."""
+        return len(self.section_tokens)
+
+    @property
+    def input_tokens(self) -> int:
+        """Sum of the sections' input tokens."""
+        return sum(self.section_tokens)
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """One row of the table (a series or the total). Dollar amounts are exact Decimals."""
+
+    series: str
+    sections: int
+    input_tokens: int
+    output_tokens: Decimal
+    realtime_usd: Decimal
+    batch_usd: Decimal
+    savings_usd: Decimal
+    prefix_tokens: int
+    batch_with_prefix_usd: Decimal
+    batch_cached_prefix_usd: Decimal
+    input_tokens_priced: int | None = None
+    output_tokens_priced: int | None = None
+    tokens_scaled: bool = False
+    input_tokens_model: int = 0
+    """Input tokens in the priced model's tokenizer (``input_tokens`` unless scaled)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; dollars rounded half-up to cents."""
+        out: dict[str, Any] = {
+            "series": self.series,
+            "sections": self.sections,
+            "input_tokens": self.input_tokens,
+            "output_tokens": round_half_up(self.output_tokens, Decimal(1)),
+            "realtime_usd": float(cents(self.realtime_usd)),
+            "batch_usd": float(cents(self.batch_usd)),
+            # Shown as the difference of the rounded columns, so every printed row adds up.
+            "savings_usd": float(cents(self.realtime_usd) - cents(self.batch_usd)),
+            "prefix_tokens": self.prefix_tokens,
+            "batch_with_prefix_usd": float(cents(self.batch_with_prefix_usd)),
+            "batch_cached_prefix_usd": float(cents(self.batch_cached_prefix_usd)),
+            "tokens_scaled": self.tokens_scaled,
+            "input_tokens_model": self.input_tokens_model or self.input_tokens,
+        }
+        if self.input_tokens_priced is not None:
+            out["input_tokens_priced"] = self.input_tokens_priced
+        if self.output_tokens_priced is not None:
+            out["output_tokens_priced"] = self.output_tokens_priced
+        return out
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    """The table for one model."""
+
+    model: ModelInfo
+    style: Style
+    output_ratio: float
+    rows: tuple[CostRow, ...]
+    total: CostRow
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        p = self.model.price_per_mtok
+        return {
+            "model": self.model.id,
+            "display_name": self.model.display_name,
+            "style": self.style,
+            "output_ratio": self.output_ratio,
+            "prices_per_mtok": {
+                "input": p.input,
+                "output": p.output,
+                "cache_write_1h": p.cache_write_1h,
+                "cache_read": p.cache_read,
+                "batch_discount": self.model.batch_discount,
+            },
+            "series": [r.to_dict() for r in self.rows],
+            "total": self.total.to_dict(),
+        }
+
+
+def round_half_up(value: Decimal, quantum: Decimal) -> int | Decimal:
+    """Round half-up to ``quantum``; an int when the quantum is 1."""
+    rounded = value.quantize(quantum, rounding=ROUND_HALF_UP)
+    return int(rounded) if quantum == 1 else rounded
+
+
+def cents(value: Decimal) -> Decimal:
+    """Dollars rounded half-up to cents (the guide's rounding)."""
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def round_sig(value: Decimal | int, digits: int = 3) -> int:
+    """Round to ``digits`` significant figures, half-up (1,562,150 -> 1,560,000)."""
+    value = Decimal(value)
+    if value == 0:
+        return 0
+    exponent = value.adjusted() - digits + 1
+    quantum = Decimal(1).scaleb(exponent)
+    return int(value.quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def human_tokens(value: int | Decimal, digits: int = 3) -> str:
+    """``1.56M``, ``234K``, ``1.7M``: three significant figures, trailing zeros dropped."""
+    n = Decimal(round_sig(value, digits))
+    for unit, size in (("M", Decimal(1_000_000)), ("K", Decimal(1000))):
+        if n >= size:
+            text = format((n / size).normalize(), "f")
+            return f"{text}{unit}"
+    return str(int(n))
+
+
+def _d(value: float) -> Decimal:
+    return Decimal(str(value))
+
+
+def _scale(series: SeriesTokens, model: ModelInfo) -> tuple[Decimal, bool]:
+    """Factor that converts the series' counts to ``model``'s tokenizer."""
+    source = 1.0
+    if series.token_model:
+        try:
+            source = get_model(series.token_model).tokenizer_factor
+        except Exception:  # an unknown model in an old meta file: assume the guide's tokenizer
+            source = 1.0
+    if source == model.tokenizer_factor:
+        return Decimal(1), False
+    return _d(model.tokenizer_factor) / _d(source), True
+
+
+def _prefix_costs(
+    model: ModelInfo, prefix: Decimal, requests: int, base_input: Decimal
+) -> tuple[Decimal, Decimal]:
+    """Real-time dollars the prefix adds to a series: uncached, and cached with the 1-hour TTL."""
+    p = model.price_per_mtok
+    uncached = prefix * requests * base_input / _MTOK
+    if requests == 0 or prefix < model.min_cacheable_prefix_tokens:
+        return uncached, uncached
+    write = prefix * _d(p.cache_write_1h) / _MTOK
+    reads = prefix * (requests - 1) * _d(p.cache_read) / _MTOK
+    return uncached, write + reads
+
+
+def _row_exact(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRow:
+    scale, scaled = _scale(series, model)
+    discount = _d(model.batch_discount)
+    realtime = Decimal(0)
+    out_total = Decimal(0)
+    prefix = series.prefix_tokens * scale
+    prefix_uncached = Decimal(0)
+    for tokens in series.section_tokens:
+        t_in = tokens * scale
+        t_out = t_in * ratio
+        prompt = int(t_in + prefix)
+        prices = model.prices_for_prompt(prompt)
+        realtime += (t_in * _d(prices.input) + t_out * _d(prices.output)) / _MTOK
+        prefix_uncached += prefix * _d(prices.input) / _MTOK
+        out_total += t_out
+    _, prefix_cached = _prefix_costs(model, prefix, series.sections, _d(model.price_per_mtok.input))
+    if prefix < model.min_cacheable_prefix_tokens:
+        prefix_cached = prefix_uncached
+    batch = realtime * discount
+    return CostRow(
+        series=series.series,
+        sections=series.sections,
+        input_tokens=series.input_tokens,
+        output_tokens=out_total,
+        realtime_usd=realtime,
+        batch_usd=batch,
+        savings_usd=realtime - batch,
+        prefix_tokens=series.prefix_tokens,
+        batch_with_prefix_usd=batch + prefix_uncached * discount,
+        batch_cached_prefix_usd=batch + prefix_cached * discount,
+        input_tokens_priced=int(round_half_up(series.input_tokens * scale, Decimal(1))),
+        tokens_scaled=scaled,
+        input_tokens_model=int(round_half_up(series.input_tokens * scale, Decimal(1))),
+    )
+
+
+def _row_guide(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRow:
+    scale, scaled = _scale(series, model)
+    exact_in = series.input_tokens * scale
+    t_in = round_sig(exact_in)
+    t_out = round_sig(exact_in * ratio)
+    avg_prompt = int((exact_in + series.prefix_tokens * scale) / max(series.sections, 1))
+    p = model.prices_for_prompt(avg_prompt)
+    realtime = cents((t_in * _d(p.input) + t_out * _d(p.output)) / _MTOK)
+    batch = cents(realtime * _d(model.batch_discount))
+    prefix = (
+        Decimal(round_sig(series.prefix_tokens * scale)) if series.prefix_tokens else Decimal(0)
+    )
+    uncached, cached = _prefix_costs(model, prefix, series.sections, _d(p.input))
+    discount = _d(model.batch_discount)
+    return CostRow(
+        series=series.series,
+        sections=series.sections,
+        input_tokens=series.input_tokens,
+        output_tokens=exact_in * ratio,
+        realtime_usd=realtime,
+        batch_usd=batch,
+        savings_usd=realtime - batch,
+        prefix_tokens=series.prefix_tokens,
+        batch_with_prefix_usd=batch + cents(uncached * discount),
+        batch_cached_prefix_usd=batch + cents(cached * discount),
+        input_tokens_priced=t_in,
+        output_tokens_priced=t_out,
+        tokens_scaled=scaled,
+        input_tokens_model=int(round_half_up(exact_in, Decimal(1))),
+    )
+
+
+def _total(rows: Sequence[CostRow], style: Style) -> CostRow:
+    out = sum((r.output_tokens for r in rows), Decimal(0))
+    return CostRow(
+        series="Total",
+        sections=sum(r.sections for r in rows),
+        input_tokens=sum(r.input_tokens for r in rows),
+        output_tokens=out,
+        realtime_usd=sum((r.realtime_usd for r in rows), Decimal(0)),
+        batch_usd=sum((r.batch_usd for r in rows), Decimal(0)),
+        savings_usd=sum((r.savings_usd for r in rows), Decimal(0)),
+        prefix_tokens=sum(r.prefix_tokens for r in rows),
+        batch_with_prefix_usd=sum((r.batch_with_prefix_usd for r in rows), Decimal(0)),
+        batch_cached_prefix_usd=sum((r.batch_cached_prefix_usd for r in rows), Decimal(0)),
+        input_tokens_priced=(
+            sum(r.input_tokens_priced or 0 for r in rows) if style == "exact" else None
+        ),
+        output_tokens_priced=round_sig(out, 2) if style == "guide" else None,
+        tokens_scaled=any(r.tokens_scaled for r in rows),
+        input_tokens_model=sum(r.input_tokens_model for r in rows),
+    )
+
+
+def estimate_costs(
+    series: Sequence[SeriesTokens],
+    model: ModelInfo,
+    *,
+    output_ratio: float = DEFAULT_OUTPUT_RATIO,
+    style: Style = "exact",
+) -> ModelEstimate:
+    """Price the series for one model (see the module docstring for the two styles)."""
+    ratio = _d(output_ratio)
+    rows = tuple(
+        _row_guide(s, model, ratio) if style == "guide" else _row_exact(s, model, ratio)
+        for s in series
+    )
+    return ModelEstimate(
+        model=model,
+        style=style,
+        output_ratio=output_ratio,
+        rows=rows,
+        total=_total(rows, style),
+    )
+
+
+def series_tokens(metas: Iterable[SectionMeta]) -> list[SeriesTokens]:
+    """Group section metas into per-series token facts, ordered by series slug."""
+    grouped: dict[str, list[SectionMeta]] = {}
+    for meta in metas:
+        grouped.setdefault(meta.series, []).append(meta)
+    out: list[SeriesTokens] = []
+    for slug in sorted(grouped):
+        items = sorted(grouped[slug], key=lambda m: m.section)
+        extra = [m.model_extra or {} for m in items]
+        prefixes = [int(e.get("prefix_tokens") or 0) for e in extra]
+        models = {str(e["token_model"]) for e in extra if e.get("token_model")}
+        out.append(
+            SeriesTokens(
+                series=slug,
+                section_tokens=tuple(m.input_tokens for m in items),
+                prefix_tokens=max(prefixes, default=0),
+                token_model=models.pop() if len(models) == 1 else None,
+                token_count_method=items[0].token_count_method,
+            )
+        )
+    return out
+
+
+def load_series_tokens(input_dir: Path, series: str | None = None) -> list[SeriesTokens]:
+    """Read the section meta files of ``input_dir`` (optionally one series).
+
+    Raises:
+        InputFileError: missing folder, unreadable meta file, or no sections at all.
+    """
+    sections = read_sections(input_dir, series)
+    if not sections:
+        which = f" of series {series!r}" if series else ""
+        raise InputFileError(
+            f"no section files{which} in {input_dir}; run `fantasy-kg sections` first"
+        )
+    return series_tokens(s.meta for s in sections)
+
+
+def counted_with(series: Sequence[SeriesTokens]) -> str | None:
+    """The one model all series were counted for, if they agree (the natural default model)."""
+    models = {s.token_model for s in series}
+    if len(models) == 1:
+        return models.pop()
+    return None
