@@ -332,3 +332,24 @@ def test_oz_book_gives_sensible_output(oz_dir: Path) -> None:
     for rel in result.relationships:
         assert all(q in text for q in rel.evidence)
     assert "SPOKE_TO" in {p.name for p in result.schema_proposals}
+
+
+def test_answer_fits_max_tokens_keeping_related_entities() -> None:
+    from fantasy_kg.domain.text.tokens import estimate_tokens
+
+    crowd = " ".join(
+        f"Zorvan{chr(97 + i)}{chr(97 + j)} Quell nodded." for i in range(8) for j in range(8)
+    )
+    request = _request(KIN + " " + crowd, default_ontology())
+    full = WireExtractionResult.model_validate_json(respond(request)["text"])
+    request["max_tokens"] = 1200
+    answer = respond(request)
+    small = WireExtractionResult.model_validate_json(answer["text"])
+    assert estimate_tokens(answer["text"]) <= 1200
+    assert 0 < len(small.entities) < len(full.entities)
+    # Entities that take part in relationships are kept first, with their relationships.
+    assert {(r.source, r.type, r.target) for r in small.relationships} == {
+        (r.source, r.type, r.target) for r in full.relationships
+    }
+    ids = {e.id for e in small.entities}
+    assert all(r.source in ids and r.target in ids for r in small.relationships)
