@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -190,6 +191,13 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, app: "LocalServer", port: int) -> None:
         self.app = app
         super().__init__((LOCAL_HOST, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout, SIGKILL) is routine here: no traceback on stderr."""
+        if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            log.debug("local API: client %s went away before the answer", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Dropped(Exception):
