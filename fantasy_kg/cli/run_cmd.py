@@ -1,0 +1,98 @@
+"""Command ``run``: the README's main job, the whole pipeline for a series in one command."""
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES, _emit, _PollProgress
+
+
+@click.command("run")
+@click.option("--series", default=None, help="Series slug (folder under books/). Default: all.")
+@click.option("--model", default=None, help="Model id or alias. Default: the catalog's default.")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default="auto",
+    show_default=True,
+    help="anthropic needs ANTHROPIC_API_KEY; auto = anthropic if a key is set, else local.",
+)
+@click.option(
+    "--books-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of series folders. Default: <data>/books.",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="DuckDB file. Default: <data>/fantasy_kg.duckdb.",
+)
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Refuse to submit when the pre-flight batch estimate (USD) is above this (exit 2).",
+)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output budget.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Seconds between batch polls. Default: 0.5 on the local backend, 60 on Claude.",
+)
+def run(
+    series: str | None,
+    model: str | None,
+    backend: str,
+    books_dir: Path | None,
+    db_path: Path | None,
+    max_cost: float | None,
+    max_tokens: int | None,
+    poll_interval: float | None,
+) -> None:
+    r"""Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
+
+    Everything lands under the data directory ($FANTASY_KG_DATA_DIR, default ./data):
+    sections/, batch_jobs/, extracted/ and fantasy_kg.duckdb. Re-running an unchanged series
+    submits nothing and costs $0.
+
+    \b
+    Examples:
+      fantasy-kg run --series ashen_crown
+      fantasy-kg run --series ashen_crown --backend anthropic --max-cost 5
+    """
+    from fantasy_kg.pipeline.run import run_series
+
+    console = Console(stderr=True)
+    with _PollProgress(console) as bar:
+        summary = run_series(
+            series,
+            books_dir=books_dir,
+            model=model,
+            backend=backend,
+            max_cost=max_cost,
+            max_tokens=max_tokens,
+            poll_interval_seconds=poll_interval,
+            db_path=db_path,
+            on_status=bar.update,
+        )
+    ext = summary.extraction
+    console.print(
+        f"sections {ext.sections} = written {ext.written} + failed {ext.failed} "
+        f"+ pending {ext.pending}; cost ${ext.cost.batch_usd:.4f} (batch)"
+    )
+    for load in summary.loads:
+        console.print(
+            f"{load.series}: {load.entities} entities, {load.relationships} relationships, "
+            f"grounding {load.grounding_rate:.1%} → {load.db_path}"
+        )
+    _emit(summary.to_json())
+    if ext.failed or ext.pending:
+        raise SystemExit(1)
+
+
+COMMANDS: list[click.Command] = [run]
