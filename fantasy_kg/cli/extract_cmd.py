@@ -8,7 +8,7 @@ job file.
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -16,18 +16,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
-from fantasy_kg.llm.backend import BACKEND_CHOICES
-from fantasy_kg.llm.jobs import JobRecord
-from fantasy_kg.pipeline import extraction
+
+if TYPE_CHECKING:
+    from fantasy_kg.llm.jobs import JobRecord
 
 _MODES = ("full", "submit", "status", "retrieve")
+# Same values as fantasy_kg.llm.backend.BACKEND_CHOICES; repeated here so that `fantasy-kg --help`
+# and unrelated commands do not pay the ~1 s import of the anthropic SDK.
+BACKEND_CHOICES = ("auto", "anthropic", "local")
 
 
 def _emit(doc: dict[str, Any]) -> None:
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
-def _status_doc(job: JobRecord) -> dict[str, Any]:
+def _status_doc(job: "JobRecord") -> dict[str, Any]:
     counts = job.request_counts
     doc: dict[str, Any] = {
         "batch_id": job.id,
@@ -75,7 +78,7 @@ class _PollProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def update(self, job: JobRecord) -> None:
+    def update(self, job: "JobRecord") -> None:
         c = job.request_counts
         done = c.total - c.processing
         state = (
@@ -194,6 +197,8 @@ def extract_batch(
       fantasy-kg extract-batch --mode retrieve --batch-id msgbatch_...
       fantasy-kg extract-batch --mode full --poll-interval 30 --max-cost 5
     """
+    from fantasy_kg.pipeline import extraction
+
     model_name = model or default_model()
     if mode in ("status", "retrieve"):
         if not batch_id:
@@ -331,6 +336,8 @@ def extract(
     Example:
       fantasy-kg extract --provider local --series ashen_crown
     """
+    from fantasy_kg.pipeline import extraction
+
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]extracting"),

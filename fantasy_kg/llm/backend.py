@@ -27,6 +27,8 @@ LOCAL_BANNER = "backend=local: deterministic baseline extractor, not Claude"
 #: Placeholder credential for the local server (it accepts any key; the SDK insists on one).
 LOCAL_API_KEY = "local-backend-no-key"
 
+_announced: set[str] = set()
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -88,7 +90,9 @@ def resolve_backend(
             )
         return Backend(name="anthropic", base_url=base_url, api_key=key)
     url = base_url or _local_base_url()
-    logger.warning(LOCAL_BANNER)
+    if url not in _announced:
+        _announced.add(url)
+        logger.warning(LOCAL_BANNER)
     return Backend(name="local", base_url=url, api_key=LOCAL_API_KEY)
 
 

@@ -57,6 +57,8 @@ from fantasy_kg.llm.jobs import (
     utcnow,
 )
 from fantasy_kg.llm.requests import (
+    MAX_BATCH_BYTES,
+    MAX_REQUESTS_PER_BATCH,
     PreparedRequest,
     RequestMeta,
     as_prepared,
@@ -135,6 +137,15 @@ def _retry_after(exc: anthropic.APIStatusError) -> float | None:
     return None
 
 
+def _error_code(exc: anthropic.APIStatusError) -> str:
+    """``error.details.error_code`` of an API error (e.g. ``enforced_spend_limit_reached``)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body)
+    details = inner.get("details") if isinstance(inner, dict) else None
+    code = details.get("error_code") if isinstance(details, dict) else None
+    return str(code or "")
+
+
 def _backoff(attempt: int, base: float) -> float:
     return float(min(base * 2**attempt, 60.0) * (1 - 0.25 * random.random()))
 
@@ -175,6 +186,8 @@ class AnthropicBatchProvider:
         backend: ``anthropic`` | ``local`` | ``auto`` (recorded in job files; ``auto`` decides
             by whether a key is configured).
         retry_base_delay: First backoff delay in seconds (tests make it small).
+        max_batch_requests: Requests per batch before splitting (API limit 100,000).
+        max_batch_bytes: Body bytes per batch before splitting (API limit 256 MB).
     """
 
     def __init__(
@@ -190,6 +203,8 @@ class AnthropicBatchProvider:
         max_attempts: int = 2,
         backend: str = "auto",
         retry_base_delay: float = 1.0,
+        max_batch_requests: int = MAX_REQUESTS_PER_BATCH,
+        max_batch_bytes: int = MAX_BATCH_BYTES - 64 * 1024,
     ) -> None:
         from fantasy_kg.llm.backend import make_async_client, resolve_backend
 
@@ -198,6 +213,8 @@ class AnthropicBatchProvider:
         self.create_attempts = max(1, create_attempts)
         self.max_attempts = max(1, max_attempts)
         self.retry_base_delay = retry_base_delay
+        self.max_batch_requests = max_batch_requests
+        self.max_batch_bytes = max_batch_bytes
         if client is not None:
             self.client = client
             self.backend = backend if backend != "auto" else "anthropic"
@@ -277,7 +294,12 @@ class AnthropicBatchProvider:
         """
         info = get_model(model)
         prepared = as_prepared(requests)
-        report = preflight(prepared, info.id)
+        report = preflight(
+            prepared,
+            info.id,
+            max_requests=self.max_batch_requests,
+            max_bytes=self.max_batch_bytes,
+        )
         for warning in report.warnings:
             logger.warning("pre-flight: %s", warning)
         out_dir = Path(output_dir).expanduser().resolve()
@@ -328,7 +350,7 @@ class AnthropicBatchProvider:
             intent = self.store.load_intent(mhash)
             if intent is not None and intent.state == "created" and intent.batch_id:
                 job = await self._job_for_intent(intent, group, output_dir, series_name)
-                if not (force_new and job.is_settled):
+                if not (force_new and job.is_ended):
                     logger.info(
                         "manifest %s already submitted as batch %s: reusing it",
                         mhash[:12],
@@ -390,6 +412,7 @@ class AnthropicBatchProvider:
                 history=history,
                 payload_file=str(payload),
             )
+            failpoint("before_intent")
             self.store.save_intent(intent)
             batch, reconciled = await self._create_with_reconcile(group, intent)
             failpoint("after_create")
@@ -554,6 +577,14 @@ class AnthropicBatchProvider:
                 intent.window_end = utcnow().isoformat()
                 self.store.save_intent(intent)
                 delay = _retry_after(exc)
+                code = _error_code(exc)
+                if delay is None and code.endswith("spend_limit_reached"):
+                    # A spend cap keeps failing until access resumes: retrying only burns time.
+                    raise UserError(
+                        f"the API spend limit is reached ({code}; {_describe_status_error(exc)}); "
+                        "nothing was created: raise the limit or wait for it to reset, then "
+                        "re-run the same command to resume"
+                    ) from None
                 delay = delay if delay is not None else _backoff(n, self.retry_base_delay)
                 logger.warning("batch create rate-limited (429); retrying in %.1f s", delay)
                 await asyncio.sleep(delay)
@@ -666,7 +697,10 @@ class AnthropicBatchProvider:
         Works for a batch this process did not create (job file from another process); for a
         batch with no job file, a transient record is returned and nothing is written.
         """
-        batch = await self.client.messages.batches.retrieve(batch_id)
+        try:
+            batch = await self.client.messages.batches.retrieve(batch_id)
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+            raise self._definitive_error(exc) from None
         if self.store.exists(batch_id):
             job = self.store.load(batch_id)
             job.update_from_batch(batch)
@@ -749,6 +783,8 @@ class AnthropicBatchProvider:
                         error=getattr(res, "error", None),
                     )
                 return
+            except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+                raise self._definitive_error(exc) from None
             except anthropic.NotFoundError as exc:
                 raise ResultsArchivedError(
                     f"results of batch {batch_id} are not available ({_describe_status_error(exc)})"

@@ -157,6 +157,8 @@ def interpret_message(
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
         return fail("invalid_json", f"answer is not valid JSON: {exc.msg} at char {exc.pos}")
+    except RecursionError:
+        return fail("invalid_json", "answer is nested too deeply to decode")
     if schema is ExtractionResult:
         try:
             parsed = parse_extraction(payload, file_name=meta.file_name, chunk_id=meta.chunk_id)
@@ -378,18 +380,33 @@ def load_failures(location: Path | str, series: str | None = None) -> list[Failu
                 out[rec.custom_id] = rec
         return sorted(out.values(), key=lambda r: r.custom_id)
     store = JobStore(root)
-    succeeded: set[str] = set()
+    out_dirs: dict[str, Path] = {}
     for job in store.all_jobs(series):
         for cid, rec in job.failures.items():
             prev = out.get(cid)
             if prev is None or rec.attempt >= prev.attempt:
                 out[cid] = rec
-        succeeded.update(
-            cid
-            for cid, dest in job.local_request_mapping.items()
-            if cid not in job.failures and Path(dest).is_file()
-        )
-    return sorted((r for cid, r in out.items() if cid not in succeeded), key=lambda r: r.custom_id)
+                out_dirs[cid] = Path(job.output_dir)
+    return sorted(
+        (r for cid, r in out.items() if not _superseded(out_dirs[cid], r)),
+        key=lambda r: r.custom_id,
+    )
+
+
+def _superseded(output_dir: Path, record: FailureRecord) -> bool:
+    """Whether a result (or split part) was written for the custom_id after the failure."""
+    cid = record.custom_id
+    for prov_file in (
+        output_dir / PROVENANCE_DIR / f"{cid}.json",
+        output_dir / PARTS_DIR / f"{cid}.provenance.json",
+    ):
+        try:
+            prov = Provenance.model_validate_json(prov_file.read_text(encoding="utf-8"))
+        except (OSError, ValidationError, ValueError):
+            continue
+        if prov.written_at >= record.recorded_at:
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------------------

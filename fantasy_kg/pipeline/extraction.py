@@ -224,7 +224,7 @@ async def submit_series_async(
     provider: AnthropicBatchProvider | None = None,
 ) -> list[JobRecord]:
     """Async twin of :func:`submit_series`."""
-    sec_dir = Path(sections_dir) if sections_dir is not None else default_sections_dir()
+    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
     out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
     info = get_model(model or default_model())
     tokens = max_tokens or default_max_tokens(info)
@@ -378,7 +378,7 @@ def preflight_series(
 
     Raises the same errors as :func:`submit_series` for bad requests; sends nothing.
     """
-    sec_dir = Path(sections_dir) if sections_dir is not None else default_sections_dir()
+    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
     out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
     info = get_model(model or default_model())
     store = JobStore(jobs_dir)
@@ -673,7 +673,7 @@ async def run_full_async(
     """Async twin of :func:`run_full`."""
     store = JobStore(jobs_dir)
     out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
-    sec_dir = Path(sections_dir) if sections_dir is not None else default_sections_dir()
+    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
     info = get_model(model or default_model())
     sections = read_sections(sec_dir, series)
     if not sections:
@@ -858,7 +858,7 @@ async def extract_realtime_async(
 ) -> FullRunResult:
     """Async twin of :func:`extract_realtime`."""
     out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
-    sec_dir = Path(sections_dir) if sections_dir is not None else default_sections_dir()
+    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
     info = get_model(model or default_model())
     sections = read_sections(sec_dir, series)
     if not sections:
