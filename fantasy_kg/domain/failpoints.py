@@ -26,6 +26,11 @@ Points placed by the batch client (``fantasy_kg.llm``):
 * ``after_results``: all result files written; the job is not yet marked processed.
 * ``before_followup_create``: a follow-up batch for retryable failures is about to be created.
 
+Points placed by the warehouse loader (``fantasy_kg.warehouse``):
+
+* ``during_load``: inside the load transaction, after a table's rows were replaced (use
+  ``during_load:N`` to die after the N-th table); the previous rows must survive.
+
 Other areas may add their own names here (keep them documented in this list).
 """
 
@@ -43,6 +48,7 @@ FAILPOINTS: frozenset[str] = frozenset(
         "during_results",
         "after_results",
         "before_followup_create",
+        "during_load",
     }
 )
 

@@ -1,0 +1,290 @@
+"""Grounding: find every mention and evidence quote in its section text, with character offsets.
+
+Models paraphrase, change typographic quotes, re-wrap lines and occasionally invent quotes (or copy
+them from an example). A fact is only as good as the text it can be traced to, so every surface
+form and every quote is looked up in three stages, cheapest first:
+
+1. **exact**: ``str.find`` on the original text (for names: at word boundaries).
+2. **normalized**: the same search on a normalized copy of the text (case folded, typographic
+   quotes/dashes/ellipses made ASCII, every whitespace run a single space, soft hyphens dropped)
+   whose characters keep a map back to the original offsets, so the stored span is always a span
+   of the *original* text.
+3. **fuzzy**: rapidfuzz's ``partial_ratio_alignment`` over the normalized section, only for what
+   the first two stages missed, with the score kept and a configurable threshold.
+
+Anything else is ``not_found``: the fact is kept and flagged, never dropped. Offsets are mapped
+from section coordinates into book coordinates through the section's ``spans``.
+
+Stages 1 and 2 are index lookups in C (``str.find``); the per-section normalized text and offset
+map are built once and only when a section has its first miss, so grounding stays linear in the
+size of the corpus and fuzzy work is bounded by the number of misses times the section length.
+"""
+
+import re
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rapidfuzz import fuzz
+
+from fantasy_kg.domain.sections import BookSpan
+
+GroundingStatus = Literal["exact", "normalized", "fuzzy", "not_found"]
+NeedleKind = Literal["mention", "quote"]
+
+GROUNDED_STATUSES: frozenset[str] = frozenset({"exact", "normalized", "fuzzy"})
+
+# Typographic quotes and dashes to ASCII, every whitespace character to a plain space: all
+# one-to-one, so offsets survive the translation unchanged.
+_ONE_TO_ONE_MAP: dict[str, str] = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u00b4": "'",
+    "`": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u201f": '"',
+    "\u2033": '"',
+    "\u00ab": '"',
+    "\u00bb": '"',
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2015": "-",
+    "\u2212": "-",
+}
+# Every character for which str.isspace() is true (so the same set str.split() splits on).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_ONE_TO_ONE_MAP.update(dict.fromkeys(_WHITESPACE, " "))
+_ONE_TO_ONE = str.maketrans(_ONE_TO_ONE_MAP)
+# Characters that vanish (soft hyphen, zero-width space/joiners, BOM) or expand (ellipsis).
+_DROPPED = "\u00ad\u200b\u200c\u200d\ufeff"
+_EXPANDED = {"\u2026": "..."}
+# Needles need no offset map: one translate does everything.
+_NEEDLE_TABLE = str.maketrans({**_ONE_TO_ONE_MAP, **_EXPANDED, **dict.fromkeys(_DROPPED)})
+# What the text path cannot map one-to-one: runs of spaces, dropped and expanded characters.
+_SPECIAL_RE = re.compile("  +|[" + _DROPPED + "".join(_EXPANDED) + "]")
+
+
+@dataclass(frozen=True, slots=True)
+class GroundingConfig:
+    """Thresholds of the fuzzy stage (rapidfuzz scores, 0-100).
+
+    Attributes:
+        fuzzy_quote_threshold: Minimum score for an evidence quote to count as found.
+        fuzzy_name_threshold: Minimum score for a name; higher, because short names that are one
+            letter apart are often different people.
+        min_fuzzy_chars: Needles shorter than this (after normalization) are never matched
+            fuzzily: any three letters occur somewhere in a novel.
+        fuzzy: Switch the fuzzy stage off entirely (exact and normalized only).
+    """
+
+    fuzzy_quote_threshold: float = 85.0
+    fuzzy_name_threshold: float = 90.0
+    min_fuzzy_chars: int = 5
+    fuzzy: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """Where a needle was found in the section text (section coordinates, end exclusive)."""
+
+    status: GroundingStatus
+    start: int | None = None
+    end: int | None = None
+    score: float = 0.0
+
+    @property
+    def found(self) -> bool:
+        """Whether the needle was located at all."""
+        return self.status != "not_found"
+
+
+NOT_FOUND = Grounding(status="not_found")
+
+
+def normalize_text(text: str) -> str:
+    """The normalized form used by stage 2 (without the offset map); used for needles."""
+    return " ".join(text.translate(_NEEDLE_TABLE).split()).lower()
+
+
+def _lower_map(segment: str, base: int, out: list[str], offsets: "array[int]") -> None:
+    """Append ``segment`` lower-cased, keeping one offset per output character."""
+    low = segment.lower()
+    if len(low) == len(segment):
+        out.append(low)
+        offsets.extend(range(base, base + len(segment)))
+        return
+    # Rare: a character whose lower case has another length (e.g. 'İ'); map char by char.
+    for i, ch in enumerate(segment):
+        lc = ch.lower()
+        out.append(lc)
+        offsets.extend([base + i] * len(lc))
+
+
+def normalize_with_offsets(text: str) -> tuple[str, "array[int]"]:
+    """Normalize ``text`` like :func:`normalize_text` and map each output char to its source.
+
+    Everything but runs of whitespace, dropped and expanded characters maps one-to-one, so the
+    work is one ``translate`` plus one step per paragraph break, not one per character.
+
+    Returns:
+        ``(normalized, offsets)`` with ``offsets[i]`` = index in ``text`` of the character that
+        produced ``normalized[i]``. Leading and trailing whitespace become (at most) one space,
+        which never matters for a search.
+    """
+    translated = text.translate(_ONE_TO_ONE)
+    out: list[str] = []
+    offsets: array[int] = array("q")
+    pos = 0
+    for m in _SPECIAL_RE.finditer(translated):
+        if m.start() > pos:
+            _lower_map(translated[pos : m.start()], pos, out, offsets)
+        token = m.group()
+        if token in _EXPANDED:
+            rep = _EXPANDED[token]
+            out.append(rep)
+            offsets.extend([m.start()] * len(rep))
+        elif token[0] == " ":  # a run of whitespace
+            out.append(" ")
+            offsets.append(m.start())
+        pos = m.end()
+    if pos < len(translated):
+        _lower_map(translated[pos:], pos, out, offsets)
+    return "".join(out), offsets
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _bounded(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is not glued to letters on either side."""
+    if start > 0 and _is_word_char(text[start - 1]) and _is_word_char(text[start]):
+        return False
+    return not (end < len(text) and _is_word_char(text[end]) and _is_word_char(text[end - 1]))
+
+
+def _find_bounded(haystack: str, needle: str, limit: int = 64) -> int:
+    """First occurrence of ``needle`` at word boundaries, else the first occurrence, else -1.
+
+    Names must not be found inside other words ("Mira" in "Miranda"), but if the only occurrences
+    are glued (e.g. in a compound) the first one is still better than nothing.
+    """
+    first = haystack.find(needle)
+    idx = first
+    tries = 0
+    while idx >= 0 and tries < limit:
+        if _bounded(haystack, idx, idx + len(needle)):
+            return idx
+        idx = haystack.find(needle, idx + 1)
+        tries += 1
+    return first
+
+
+class SectionText:
+    """One section's text with a lazily built normalized copy for stages 2 and 3.
+
+    Build one per section and ground all of that section's needles through it; the normalized
+    copy (and its offset map, 8 bytes per character) exists only for sections with misses.
+    """
+
+    __slots__ = ("_norm", "_offsets", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._norm: str | None = None
+        self._offsets: array[int] | None = None
+
+    def _normalized(self) -> tuple[str, "array[int]"]:
+        if self._norm is None or self._offsets is None:
+            self._norm, self._offsets = normalize_with_offsets(self.text)
+        return self._norm, self._offsets
+
+    def _span(self, nstart: int, nend: int) -> tuple[int, int]:
+        """Map a normalized span back to the original text."""
+        _, offsets = self._normalized()
+        start = offsets[nstart]
+        end = offsets[nend - 1] + 1
+        # An expanded ellipsis maps three chars to one: the end is that one char, included.
+        return start, max(end, start + 1)
+
+    def ground(
+        self, needle: str, kind: NeedleKind, config: GroundingConfig = GroundingConfig()
+    ) -> Grounding:
+        """Locate ``needle`` in the section (exact, then normalized, then fuzzy).
+
+        Args:
+            needle: A mention surface or an evidence quote as the model wrote it.
+            kind: ``mention`` searches at word boundaries and uses the name threshold;
+                ``quote`` uses the quote threshold.
+            config: Fuzzy thresholds.
+
+        Returns:
+            The status and the span in section coordinates (``not_found`` has no span).
+        """
+        needle = needle.strip()
+        if not needle:
+            return NOT_FOUND
+        text = self.text
+        idx = _find_bounded(text, needle) if kind == "mention" else text.find(needle)
+        if idx >= 0:
+            return Grounding("exact", idx, idx + len(needle), 100.0)
+        nneedle = normalize_text(needle)
+        if not nneedle:
+            return NOT_FOUND
+        norm, _ = self._normalized()
+        nidx = _find_bounded(norm, nneedle) if kind == "mention" else norm.find(nneedle)
+        if nidx >= 0:
+            start, end = self._span(nidx, nidx + len(nneedle))
+            return Grounding("normalized", start, end, 100.0)
+        if not config.fuzzy or len(nneedle) < config.min_fuzzy_chars:
+            return NOT_FOUND
+        threshold = (
+            config.fuzzy_name_threshold if kind == "mention" else config.fuzzy_quote_threshold
+        )
+        found = fuzz.partial_ratio_alignment(nneedle, norm, score_cutoff=threshold)
+        if found is None or found.dest_end <= found.dest_start:
+            return NOT_FOUND
+        start, end = self._span(found.dest_start, found.dest_end)
+        return Grounding("fuzzy", start, end, round(float(found.score), 2))
+
+
+@dataclass(frozen=True, slots=True)
+class BookPosition:
+    """A span located in a book: which book (file and 1-based number) and where."""
+
+    book_file: str
+    book_title: str
+    start: int
+    end: int
+
+
+def locate_in_book(spans: Sequence[BookSpan], start: int, end: int) -> BookPosition | None:
+    """Map a section span to book coordinates through the section's ``spans``.
+
+    A section may cover the end of one book and the start of the next; the span is attributed to
+    the book in which it starts. Returns ``None`` when the section has no spans (hand-made meta).
+    """
+    for span in spans:
+        length = span.end - span.start
+        if span.section_start <= start < span.section_start + length:
+            offset = start - span.section_start
+            book_start = span.start + offset
+            return BookPosition(
+                book_file=span.book,
+                book_title=span.title,
+                start=book_start,
+                end=book_start + (end - start),
+            )
+    return None
