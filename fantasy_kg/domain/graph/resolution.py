@@ -679,7 +679,8 @@ def _choose_name(
     """The display name and id of a cluster without a canonical rule.
 
     Prefers the most complete name (most words after titles), then the most frequent, then the
-    earliest; the id is the most frequent raw id that spells that name, else one derived from it.
+    earliest; the id is the most frequent raw id that spells that name, else the most frequent
+    raw id (the model's ids are meant to be stable; a name is not an id).
     """
     stats: dict[str, list[int]] = {}
     for order, m in enumerate(members):
@@ -693,9 +694,7 @@ def _choose_name(
     ids: dict[str, list[int]] = {}
     for order, m in enumerate(members):
         raw = records[m].id
-        if id_key(raw) in (want.full, want.core):
-            entry = ids.setdefault(raw, [0, order])
-            entry[0] += 1
-    if ids:
-        return max(ids, key=lambda r: (ids[r][0], -ids[r][1])), name
-    return snake_id(name), name
+        entry = ids.setdefault(raw, [0, 0, order])
+        entry[0] += id_key(raw) in (want.full, want.core)
+        entry[1] += 1
+    return max(ids, key=lambda r: (ids[r][0] > 0, ids[r][1], -ids[r][2])), name
