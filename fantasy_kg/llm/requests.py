@@ -563,7 +563,8 @@ def estimate_cost(
     read by only ``cache_hit_rate`` of the other requests (the batch guide reports 30-98%); the
     others write it again. Output is ``OUTPUT_RATIO`` of the section tokens (at least
     ``MIN_EXPECTED_OUTPUT``) capped at ``max_tokens``; thinking models get the same again on top,
-    since thinking is billed as output.
+    since thinking is billed as output. A prefix below the model's minimum cacheable length is
+    priced as plain input (the API silently does not cache it).
     """
     total = Cost(batch_usd=0.0, realtime_usd=0.0)
     thinking = model.thinking_default != "off"
@@ -572,6 +573,14 @@ def estimate_cost(
         out = min(est.max_tokens, max(MIN_EXPECTED_OUTPUT, int(body_tokens * OUTPUT_RATIO)))
         if thinking:
             out = min(est.max_tokens, out * 2)
+        if est.prefix_tokens < model.min_cacheable_prefix_tokens:
+            # Too short to be cached: the prefix is plain input on every request.
+            cost = price_usage(model, TokenUsage(input_tokens=est.prompt_tokens, output_tokens=out))
+            total = Cost(
+                batch_usd=total.batch_usd + cost.batch_usd,
+                realtime_usd=total.realtime_usd + cost.realtime_usd,
+            )
+            continue
         base = TokenUsage(input_tokens=body_tokens, output_tokens=out)
         write = price_usage(
             model, base + TokenUsage(cache_creation_1h_input_tokens=est.prefix_tokens)
