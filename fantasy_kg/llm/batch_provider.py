@@ -394,6 +394,7 @@ class AnthropicBatchProvider:
                     mhash[:12],
                 )
             payload = self.store.write_payloads(mhash, group)
+            failpoint("before_intent")
             now = utcnow()
             history = list(intent.history) if intent is not None else []
             if intent is not None and intent.state in ("created", "done") and intent.batch_id:
