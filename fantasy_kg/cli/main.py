@@ -45,7 +45,7 @@ def cli(verbose: bool) -> None:
         stream=sys.stderr,
     )
     # The SDK's HTTP client logs every request at INFO; keep stderr for our own progress.
-    for noisy in ("httpx", "httpx2", "anthropic", "httpcore"):
+    for noisy in ("httpx", "httpx2", "anthropic", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
