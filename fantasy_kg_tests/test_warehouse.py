@@ -382,3 +382,56 @@ def test_resolution_f1_floor_on_the_sample_gold():
     assert statuses["not_found"] == planted["invented"]
     assert statuses["normalized"] >= planted["retypeset"]
     assert statuses["fuzzy"] + statuses["normalized"] >= planted["misspelt"] + planted["retypeset"]
+
+
+def test_result_provenance_files_give_realtime_costs_and_rejected_items(data_dir: Path):
+    sections = data_dir / "sections"
+    extracted = data_dir / "extracted"
+    write_series_sections(sections)
+    results = crafted_results()
+    write_results(extracted, results)
+    (extracted / "_provenance").mkdir()
+    for r in results:
+        record = {
+            "custom_id": r.custom_id,
+            "file_name": f"{r.custom_id}.txt",
+            "series": SERIES,
+            "prompt_version": "extract-v1-rt",
+            "model": "claude-haiku-4-5",
+            "batch_id": "realtime",
+            "backend": "anthropic",
+            "mode": "realtime",
+            "usage": {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 5},
+            "cost": {"batch_usd": 0.001, "realtime_usd": 0.002},
+            "rejected": [{"kind": "entity", "index": 3, "reason": "entity id is empty"}],
+            "some_future_field": {"ignored": True},
+        }
+        (extracted / "_provenance" / f"{r.custom_id}.json").write_text(json.dumps(record))
+    (extracted / "_failures").mkdir()
+    failure = {"custom_id": f"{SERIES}_section_09", "series": SERIES, "type": "refusal"}
+    (extracted / "_failures" / f"{SERIES}_section_09.json").write_text(json.dumps(failure))
+    (extracted / "_provenance" / "garbage.json").write_text("{not json")
+    summary = load_series_from_files(sections, extracted, SERIES, data_dir / "w.duckdb")
+    db = data_dir / "w.duckdb"
+    assert run_sql(db, "SELECT DISTINCT batch_id, prompt_version, backend FROM mentions")[1] == [
+        ("realtime", "extract-v1-rt", "anthropic")
+    ]
+    (cost,) = run_sql(
+        db, "SELECT batch_id, mode, requests, input_tokens, actual_usd, savings_usd FROM costs"
+    )[1]
+    assert cost == ("realtime", "realtime", 3, 300, 0.006, 0.0)
+    rejected = run_sql(
+        db,
+        "SELECT section_id, failure_type FROM extraction_failures WHERE stage = 'validation' "
+        "ORDER BY 1",
+    )[1]
+    assert rejected == [
+        ("01", "rejected_entity"),
+        ("02", "rejected_entity"),
+        ("03", "rejected_entity"),
+    ]
+    refusal = run_sql(
+        db, "SELECT failure_type, resolved FROM extraction_failures WHERE stage = 'batch'"
+    )[1]
+    assert refusal == [("refusal", False)]
+    assert summary.unresolved_failures == 1

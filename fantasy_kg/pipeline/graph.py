@@ -26,7 +26,15 @@ from fantasy_kg.domain.graph.build import (
     build_graph,
 )
 from fantasy_kg.domain.graph.models import KnowledgeGraph
-from fantasy_kg.domain.graph.provenance import JobInfo, Provenance, parse_job
+from fantasy_kg.domain.graph.provenance import (
+    JobFailure,
+    JobInfo,
+    Provenance,
+    RequestRecord,
+    parse_failure,
+    parse_job,
+    parse_request_provenance,
+)
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology, default_ontology, load_ontology
 from fantasy_kg.domain.sections import SectionFile, read_sections
 from fantasy_kg.warehouse.load import (
@@ -41,6 +49,8 @@ from fantasy_kg.warehouse.load import (
 log = logging.getLogger(__name__)
 
 RESULT_SUFFIX = "_extracted.json"
+PROVENANCE_DIR = "_provenance"  # written by fantasy_kg.llm.results next to each result
+FAILURES_DIR = "_failures"
 _CUSTOM_ID_RE = re.compile(r"^(?P<slug>[A-Za-z0-9_-]+?)_section_(?P<num>\d+)(?:_[ab])*$")
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -99,30 +109,67 @@ def resolve_ontology(series: str, ontology_path: Path | None = None) -> Ontology
     return default_ontology(series)
 
 
-def read_provenance(jobs_dir: Path | None, series: str, custom_ids: set[str]) -> Provenance:
-    """Job files of ``series`` (by their ``series`` field or by the custom_ids they contain).
+def _json_files(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every ``*.json`` object in ``folder``; unreadable files are skipped with a debug log.
 
-    Unreadable or foreign JSON files are skipped with a debug log: a job file written by a newer
-    batch client must never block a load.
+    Job and provenance files are written by the batch client and evolve with it: a file from a
+    newer (or older) version must never block a load.
     """
-    folder = jobs_dir if jobs_dir is not None else paths.jobs_dir()
-    jobs: list[JobInfo] = []
     if not folder.is_dir():
-        return Provenance()
+        return
     for path in sorted(folder.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            log.debug("skipping unreadable job file %s", path)
+            log.debug("skipping unreadable file %s", path)
             continue
-        if not isinstance(data, dict):
-            continue
+        if isinstance(data, dict):
+            yield path, data
+
+
+def read_provenance(
+    jobs_dir: Path | None,
+    series: str,
+    custom_ids: set[str],
+    extracted_dir: Path | None = None,
+) -> Provenance:
+    """Job files, per-result provenance files and open failures of ``series``.
+
+    Args:
+        jobs_dir: Job files (default ``<data>/batch_jobs``); a job belongs to the series by its
+            ``series`` field or by the custom_ids it contains.
+        series: Series slug.
+        custom_ids: The series' section stems (default custom_ids).
+        extracted_dir: Results folder whose ``_provenance/`` and ``_failures/`` the batch client
+            writes (batch, model, prompt version and usage per result; still-missing requests).
+            Default ``<data>/extracted``, so that every caller (the graph load, the cost summary)
+            sees the same real-time costs, which exist in no job file.
+    """
+    folder = jobs_dir if jobs_dir is not None else paths.jobs_dir()
+    jobs: list[JobInfo] = []
+    for path, data in _json_files(folder):
         job = parse_job(data, job_file=str(path))
-        if job is None:
-            continue
-        if job.series == series or any(c in custom_ids for c in job.custom_ids):
+        if job is not None and (
+            job.series == series or any(c in custom_ids for c in job.custom_ids)
+        ):
             jobs.append(job)
-    return Provenance(jobs=jobs)
+
+    def ours(cid: str, record_series: str) -> bool:
+        base = cid[:-2] if cid[-2:] in ("_a", "_b") else cid
+        return record_series == series or cid in custom_ids or base in custom_ids
+
+    requests: list[RequestRecord] = []
+    open_failures: list[JobFailure] = []
+    results = extracted_dir if extracted_dir is not None else paths.extracted_dir()
+    for _, data in _json_files(results / PROVENANCE_DIR):
+        req = parse_request_provenance(data)
+        if req is not None and ours(req.custom_id, req.series):
+            requests.append(req)
+    for _, data in _json_files(results / FAILURES_DIR):
+        failure = parse_failure(data)
+        if failure is not None and ours(failure.custom_id, str(data.get("series") or "")):
+            open_failures.append(failure)
+    return Provenance(jobs=jobs, requests=requests, open_failures=open_failures)
 
 
 def _result_files(extracted_dir: Path) -> list[Path]:
@@ -239,7 +286,7 @@ def build_series_graph(
         )
     ontology = resolve_ontology(series, ontology_path)
     stems = {s.stem for s in sections}
-    provenance = read_provenance(jobs_dir, series, stems)
+    provenance = read_provenance(jobs_dir, series, stems, extracted_dir)
     job_cids = {c for j in provenance.jobs for c in j.custom_ids}
     reader = ResultReader(
         extracted_dir, series, sections, extra_custom_ids=job_cids, progress=progress

@@ -779,7 +779,31 @@ class _Builder:
                     batch_id=(p.batch_id if (p := self._prov(bad.custom_id)) else None),
                 )
             )
-        failed_sections = {r.file_name for r in rows if r.file_name}
+        for req in self.provenance.requests:
+            if not req.rejected:
+                continue
+            pos = self.by_file.get(req.file_name)
+            if pos is None:
+                pos = self.by_stem.get(req.custom_id)
+            if pos is None:
+                continue  # another series' result
+            sec_row = self.sections[pos]
+            for kind, message in req.rejected:
+                rows.append(
+                    FailureRow(
+                        series=self.series,
+                        custom_id=req.custom_id,
+                        section_id=sec_row.sid,
+                        file_name=sec_row.fname,
+                        stage="validation",
+                        failure_type=f"rejected_{kind}",
+                        message=message,
+                        retryable=False,
+                        resolved=False,
+                        batch_id=req.batch_id,
+                    )
+                )
+        failed_sections = {r.file_name for r in rows if r.file_name and r.stage != "validation"}
         for s in self.sections:
             if not s.custom_ids and s.file.file_name not in failed_sections:
                 rows.append(
@@ -797,11 +821,17 @@ class _Builder:
                         batch_id=None,
                     )
                 )
-        rows.sort(key=lambda r: (r.section_id or "", r.custom_id, r.stage, r.batch_id or ""))
+        rows.sort(
+            key=lambda r: (r.section_id or "", r.custom_id, r.stage, r.batch_id or "", r.message)
+        )
         return rows
 
     def _section_rows(self, failures: Sequence[FailureRow]) -> list[SectionRow]:
-        failed = {r.file_name for r in failures if r.stage != "missing" and not r.resolved}
+        failed = {
+            r.file_name
+            for r in failures
+            if r.stage not in ("missing", "validation") and not r.resolved
+        }
         rows = []
         for s in self.sections:
             meta = s.file.meta
@@ -857,7 +887,8 @@ class _Builder:
             out_of_ontology_relationships=sum(1 for r in graph.relationships if not r.in_ontology),
             merges=sum(1 for m in graph.merges if m.decision == "merged"),
             kept_apart=sum(1 for m in graph.merges if m.decision == "kept_apart"),
-            failures=sum(1 for f in graph.failures if not f.resolved),
+            failures=sum(1 for f in graph.failures if not f.resolved and f.stage != "validation"),
+            rejected_items=sum(1 for f in graph.failures if f.stage == "validation"),
             proposals=sum(1 for p in graph.proposals if p.status == "pending"),
         )
 

@@ -307,7 +307,7 @@ class FailureRow:
     custom_id: str
     section_id: str | None
     file_name: str | None
-    stage: str  # batch | result_file | unmatched | missing
+    stage: str  # batch | result_file | unmatched | missing | validation
     failure_type: str
     message: str
     retryable: bool
@@ -358,6 +358,7 @@ class GraphStats:
     merges: int = 0
     kept_apart: int = 0
     failures: int = 0
+    rejected_items: int = 0
     proposals: int = 0
 
     @property

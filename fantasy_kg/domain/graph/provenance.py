@@ -38,6 +38,28 @@ class JobFailure:
 
 
 @dataclass(slots=True)
+class RequestRecord:
+    """The provenance file the batch client writes next to a result (``_provenance/<id>.json``).
+
+    More precise than a job file: it names the batch whose answer was actually written (after a
+    retry, the follow-up batch), and it exists for real-time results too.
+    """
+
+    custom_id: str
+    series: str
+    file_name: str
+    batch_id: str | None
+    model: str | None
+    backend: str | None
+    prompt_version: str | None
+    mode: str
+    usage: dict[str, int]
+    paid_usd: float | None
+    realtime_usd: float | None
+    rejected: list[tuple[str, str]]  # (kind, "reason: excerpt") of items dropped by validation
+
+
+@dataclass(slots=True)
 class JobInfo:
     """The parts of a job file the warehouse uses."""
 
@@ -103,6 +125,60 @@ def _cost(value: Any, mode: str) -> tuple[float | None, float | None]:
     return number, None
 
 
+def _usage(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): _int(v) for k, v in raw.items() if isinstance(v, int | float)}
+
+
+def parse_request_provenance(data: Mapping[str, Any]) -> RequestRecord | None:
+    """Read one ``_provenance/<custom_id>.json``; ``None`` if it has no custom_id."""
+    cid = _str(data.get("custom_id"))
+    if cid is None:
+        return None
+    mode = "realtime" if str(data.get("mode") or "") == "realtime" else "batch"
+    paid, realtime = _cost(data.get("cost"), mode)
+    rejected: list[tuple[str, str]] = []
+    raw_rejected = data.get("rejected")
+    if isinstance(raw_rejected, list):
+        for item in raw_rejected:
+            if isinstance(item, Mapping):
+                kind = _str(item.get("kind")) or "item"
+                reason = _str(item.get("reason")) or ""
+                excerpt = _str(item.get("excerpt")) or ""
+                rejected.append((kind, f"{reason}: {excerpt}"[:500] if excerpt else reason))
+    return RequestRecord(
+        custom_id=cid,
+        series=_str(data.get("series")) or "",
+        file_name=_str(data.get("file_name")) or "",
+        batch_id=_str(data.get("batch_id")),
+        model=_str(data.get("model")),
+        backend=_str(data.get("backend")),
+        prompt_version=_str(data.get("prompt_version")),
+        mode=mode,
+        usage=_usage(data.get("usage")),
+        paid_usd=paid,
+        realtime_usd=realtime,
+        rejected=rejected,
+    )
+
+
+def parse_failure(data: Mapping[str, Any], *, batch_id: str = "") -> JobFailure | None:
+    """Read one failure record (a job file's ``failures`` entry or ``_failures/<id>.json``)."""
+    cid = _str(data.get("custom_id"))
+    if cid is None:
+        return None
+    return JobFailure(
+        custom_id=cid,
+        batch_id=_str(data.get("batch_id")) or batch_id,
+        type=_str(data.get("type")) or "unknown",
+        message=(_str(data.get("message")) or "")[:1000],
+        retryable=bool(data.get("retryable", False)),
+        file_name=_str(data.get("file_name")) or "",
+        resubmitted_in=_str(data.get("resubmitted_in")),
+    )
+
+
 def parse_job(data: Mapping[str, Any], *, job_file: str) -> JobInfo | None:
     """Read one job file's JSON; ``None`` if it has no batch id (not a job file)."""
     batch_id = _str(data.get("id")) or _str(data.get("batch_id"))
@@ -138,23 +214,11 @@ def parse_job(data: Mapping[str, Any], *, job_file: str) -> JobInfo | None:
     elif isinstance(raw_failures, list):
         items = raw_failures
     for item in items:
-        if not isinstance(item, Mapping) or not _str(item.get("custom_id")):
-            continue
-        failures.append(
-            JobFailure(
-                custom_id=str(item["custom_id"]),
-                batch_id=_str(item.get("batch_id")) or batch_id,
-                type=_str(item.get("type")) or "unknown",
-                message=(_str(item.get("message")) or "")[:1000],
-                retryable=bool(item.get("retryable", False)),
-                file_name=_str(item.get("file_name")) or "",
-                resubmitted_in=_str(item.get("resubmitted_in")),
-            )
-        )
-    usage_raw = data.get("usage")
-    usage: dict[str, int] = {}
-    if isinstance(usage_raw, Mapping):
-        usage = {str(k): _int(v) for k, v in usage_raw.items() if isinstance(v, int | float)}
+        if isinstance(item, Mapping):
+            failure = parse_failure(item, batch_id=batch_id)
+            if failure is not None:
+                failures.append(failure)
+    usage = _usage(data.get("usage"))
     actual, realtime = _cost(data.get("cost"), mode)
     estimated, _ = _cost(data.get("estimated_cost"), mode)
     attempt = data.get("attempt")
@@ -185,17 +249,21 @@ def parse_job(data: Mapping[str, Any], *, job_file: str) -> JobInfo | None:
 
 @dataclass(slots=True)
 class Provenance:
-    """Job information for one series, indexed by custom_id.
+    """Job files, per-result provenance files and open failures of one series.
 
-    When a request ran in several batches (a retry after an error), the latest batch that did not
-    record it as failed is the one its result came from.
+    A result's batch, model, backend and prompt version come from its provenance file when there
+    is one, else from the job files: when a request ran in several batches (a retry after an
+    error), the latest batch that did not record it as failed.
     """
 
     jobs: list[JobInfo] = field(default_factory=list)
+    requests: list[RequestRecord] = field(default_factory=list)
+    open_failures: list[JobFailure] = field(default_factory=list)
     _by_cid: dict[str, RequestProvenance] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.jobs.sort(key=lambda j: (j.created_at or "", j.attempt or 0, j.batch_id))
+        self.requests.sort(key=lambda r: r.custom_id)
         failed = {(f.batch_id, f.custom_id) for j in self.jobs for f in j.failures}
         for job in self.jobs:
             for cid in job.custom_ids:
@@ -209,6 +277,17 @@ class Provenance:
                     backend=job.backend,
                     prompt_version=job.input_prompt_versions.get(cid) or job.prompt_version,
                 )
+        for req in self.requests:
+            base = self._by_cid.get(req.custom_id) or RequestProvenance(
+                req.custom_id, None, None, None, None
+            )
+            self._by_cid[req.custom_id] = RequestProvenance(
+                custom_id=req.custom_id,
+                batch_id=req.batch_id or base.batch_id,
+                model=req.model or base.model,
+                backend=req.backend or base.backend,
+                prompt_version=req.prompt_version or base.prompt_version,
+            )
 
     def for_custom_id(self, custom_id: str) -> RequestProvenance | None:
         """Provenance of a request; halves (``<id>_a``/``_b``) fall back to their parent."""
@@ -218,8 +297,15 @@ class Provenance:
         return found
 
     def failures(self) -> list[JobFailure]:
-        """Every failure recorded by any job, oldest job first."""
-        return [f for j in self.jobs for f in j.failures]
+        """Every failure recorded by a job or still open in the results folder (deduplicated)."""
+        seen: set[tuple[str, str, str]] = set()
+        out = []
+        for f in [*(f for j in self.jobs for f in j.failures), *self.open_failures]:
+            key = (f.custom_id, f.batch_id, f.type)
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+        return out
 
     def batch_job_rows(self, series: str) -> list[BatchJobRow]:
         """Rows of the ``batch_jobs`` table."""
@@ -285,6 +371,56 @@ class Provenance:
                     actual_usd=job.actual_usd,
                     realtime_equivalent_usd=job.realtime_usd,
                     savings_usd=savings,
+                )
+            )
+        rows.extend(self._uncovered_cost_rows(series))
+        return rows
+
+    def _uncovered_cost_rows(self, series: str) -> list[CostRow]:
+        """Costs of results no job file accounts for (real-time runs), one row per model."""
+        known = {j.batch_id for j in self.jobs}
+        groups: dict[str, list[RequestRecord]] = {}
+        for req in self.requests:
+            if req.batch_id and req.batch_id in known:
+                continue
+            key = req.batch_id or f"{req.mode}:{req.model or 'unknown'}"
+            groups.setdefault(key, []).append(req)
+        rows = []
+        for key, reqs in sorted(groups.items()):
+            usage: dict[str, int] = {}
+            for r in reqs:
+                for k, v in r.usage.items():
+                    usage[k] = usage.get(k, 0) + v
+            paid = [r.paid_usd for r in reqs if r.paid_usd is not None]
+            realtime = [r.realtime_usd for r in reqs if r.realtime_usd is not None]
+            paid_sum = round(sum(paid), 6) if paid else None
+            realtime_sum = round(sum(realtime), 6) if realtime else None
+            cache_write = (
+                usage.get("cache_creation_input_tokens", 0)
+                + usage.get("cache_creation_5m_input_tokens", 0)
+                + usage.get("cache_creation_1h_input_tokens", 0)
+            )
+            rows.append(
+                CostRow(
+                    series=series,
+                    batch_id=key,
+                    model=reqs[0].model,
+                    backend=reqs[0].backend,
+                    mode=reqs[0].mode,
+                    requests=len(reqs),
+                    succeeded=len(reqs),
+                    input_tokens=usage.get("input_tokens", 0),
+                    output_tokens=usage.get("output_tokens", 0),
+                    cache_creation_input_tokens=cache_write,
+                    cache_read_input_tokens=usage.get("cache_read_input_tokens", 0),
+                    estimated_usd=None,
+                    actual_usd=paid_sum,
+                    realtime_equivalent_usd=realtime_sum,
+                    savings_usd=(
+                        round(realtime_sum - paid_sum, 6)
+                        if paid_sum is not None and realtime_sum is not None
+                        else None
+                    ),
                 )
             )
         return rows
