@@ -22,7 +22,8 @@ size of the corpus and fuzzy work is bounded by the number of misses times the s
 
 import re
 from array import array
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -118,21 +119,67 @@ def normalize_text(text: str) -> str:
     return " ".join(text.translate(_NEEDLE_TABLE).split()).lower()
 
 
-def _lower_map(segment: str, base: int, out: list[str], offsets: "array[int]") -> None:
-    """Append ``segment`` lower-cased, keeping one offset per output character."""
+class OffsetMap:
+    """Normalized index → original index, stored as one entry per run rather than per character.
+
+    Normalization maps long runs of text one-to-one (only whitespace runs, dropped and expanded
+    characters break them), so a section of 1.5 M characters has a few thousand runs. Storing
+    runs keeps the map a few kilobytes instead of 8 bytes per character, and building it costs one
+    append per run instead of one per character (the per-character map was the largest single
+    cost of loading a series at scale). Lookups are a binary search over run starts.
+    """
+
+    __slots__ = ("_len", "_nstart", "_ostart", "_step")
+
+    def __init__(self) -> None:
+        self._nstart: array[int] = array("q")
+        self._ostart: array[int] = array("q")
+        self._step = bytearray()
+        self._len = 0
+
+    def add_run(self, orig: int, length: int, step: int) -> None:
+        """Append ``length`` normalized chars starting at ``orig`` (``step`` 1) or all at it (0)."""
+        if length <= 0:
+            return
+        self._nstart.append(self._len)
+        self._ostart.append(orig)
+        self._step.append(step)
+        self._len += length
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> int:
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        k = bisect_right(self._nstart, index) - 1
+        return self._ostart[k] + (index - self._nstart[k]) * self._step[k]
+
+    def __iter__(self) -> Iterator[int]:
+        for k, start in enumerate(self._nstart):
+            end = self._nstart[k + 1] if k + 1 < len(self._nstart) else self._len
+            orig, step = self._ostart[k], self._step[k]
+            for i in range(end - start):
+                yield orig + i * step
+
+
+def _lower_map(segment: str, base: int, out: list[str], offsets: OffsetMap) -> None:
+    """Append ``segment`` lower-cased, keeping the offset of each output character."""
     low = segment.lower()
     if len(low) == len(segment):
         out.append(low)
-        offsets.extend(range(base, base + len(segment)))
+        offsets.add_run(base, len(segment), 1)
         return
     # Rare: a character whose lower case has another length (e.g. 'İ'); map char by char.
     for i, ch in enumerate(segment):
         lc = ch.lower()
         out.append(lc)
-        offsets.extend([base + i] * len(lc))
+        offsets.add_run(base + i, len(lc), 0)
 
 
-def normalize_with_offsets(text: str) -> tuple[str, "array[int]"]:
+def normalize_with_offsets(text: str) -> tuple[str, OffsetMap]:
     """Normalize ``text`` like :func:`normalize_text` and map each output char to its source.
 
     Everything but runs of whitespace, dropped and expanded characters maps one-to-one, so the
@@ -145,7 +192,7 @@ def normalize_with_offsets(text: str) -> tuple[str, "array[int]"]:
     """
     translated = text.translate(_ONE_TO_ONE)
     out: list[str] = []
-    offsets: array[int] = array("q")
+    offsets = OffsetMap()
     pos = 0
     for m in _SPECIAL_RE.finditer(translated):
         if m.start() > pos:
@@ -154,10 +201,10 @@ def normalize_with_offsets(text: str) -> tuple[str, "array[int]"]:
         if token in _EXPANDED:
             rep = _EXPANDED[token]
             out.append(rep)
-            offsets.extend([m.start()] * len(rep))
+            offsets.add_run(m.start(), len(rep), 0)
         elif token[0] == " ":  # a run of whitespace
             out.append(" ")
-            offsets.append(m.start())
+            offsets.add_run(m.start(), 1, 1)
         pos = m.end()
     if pos < len(translated):
         _lower_map(translated[pos:], pos, out, offsets)
@@ -196,7 +243,7 @@ class SectionText:
     """One section's text with a lazily built normalized copy for stages 2 and 3.
 
     Build one per section and ground all of that section's needles through it; the normalized
-    copy (and its offset map, 8 bytes per character) exists only for sections with misses.
+    copy (and its run-length offset map) exists only for sections with misses.
     """
 
     __slots__ = ("_norm", "_offsets", "text")
@@ -204,9 +251,9 @@ class SectionText:
     def __init__(self, text: str) -> None:
         self.text = text
         self._norm: str | None = None
-        self._offsets: array[int] | None = None
+        self._offsets: OffsetMap | None = None
 
-    def _normalized(self) -> tuple[str, "array[int]"]:
+    def _normalized(self) -> tuple[str, OffsetMap]:
         if self._norm is None or self._offsets is None:
             self._norm, self._offsets = normalize_with_offsets(self.text)
         return self._norm, self._offsets
