@@ -148,3 +148,26 @@ def test_every_grounded_row_points_at_its_text_in_the_book(tmp_path: Path):
     assert stats.evidence_grounded == stats.evidence - 1
     assert 0 < stats.grounding_rate < 1
     assert graph.series == SERIES
+
+
+def test_a_real_quote_with_an_invented_clause_appended_is_not_found():
+    quote = "Tomas Vell was the sworn enemy of Tomas Reed, and everyone on the river knew it"
+    text = "Filler. " * 20 + quote + ". More filler." * 20
+    padded = quote + " and then he wept beneath the silent stars of the far west"
+    assert SectionText(text).ground(quote, "quote").status == "exact"
+    assert SectionText(text).ground(padded, "quote").status == "not_found"
+
+
+def test_fuzzy_search_in_a_long_section_uses_anchor_words_and_finds_the_span():
+    filler = "The ferry crossed the brown river while the lanterns burned low. " * 3000
+    sentence = "Hesper Quill had trained Mira to hold her tongue in great halls."
+    text = filler + sentence + " " + filler
+    section = SectionText(text)
+    g = section.ground("Hesper Quill had trained Mira to hold her tounge in great halls.", "quote")
+    assert g.status == "fuzzy" and g.start is not None
+    assert text[g.start : g.end].startswith("Hesper Quill had trained")
+    # A misspelt single name has no intact anchor word: the whole section is searched.
+    text = filler + "the Guildmistress of Saltharrow " + filler
+    name = SectionText(text).ground("Guildmistriss", "mention")
+    assert name.status == "fuzzy" and name.start is not None
+    assert text[name.start : name.end] == "Guildmistress"

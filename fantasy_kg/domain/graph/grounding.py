@@ -75,6 +75,11 @@ _EXPANDED = {"\u2026": "..."}
 _NEEDLE_TABLE = str.maketrans({**_ONE_TO_ONE_MAP, **_EXPANDED, **dict.fromkeys(_DROPPED)})
 # What the text path cannot map one-to-one: runs of spaces, dropped and expanded characters.
 _SPECIAL_RE = re.compile("  +|[" + _DROPPED + "".join(_EXPANDED) + "]")
+# Most texts have no dropped or expanded characters: a pattern with a literal prefix is then
+# scanned about five times faster than the alternation.
+_SPACES_RE = re.compile("  +")
+_RARE_CHARS = _DROPPED + "".join(_EXPANDED)
+_WORD_RE = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +92,16 @@ class GroundingConfig:
             letter apart are often different people.
         min_fuzzy_chars: Needles shorter than this (after normalization) are never matched
             fuzzily: any three letters occur somewhere in a novel.
+        max_fuzzy_edits: Most characters inserted plus deleted between a needle and its match:
+            a quote with a word or two changed is still found, a real quote with an invented
+            clause appended is not (its score alone can pass the threshold).
         fuzzy: Switch the fuzzy stage off entirely (exact and normalized only).
     """
 
     fuzzy_quote_threshold: float = 85.0
     fuzzy_name_threshold: float = 90.0
     min_fuzzy_chars: int = 5
+    max_fuzzy_edits: int = 30
     fuzzy: bool = True
 
 
@@ -194,7 +203,8 @@ def normalize_with_offsets(text: str) -> tuple[str, OffsetMap]:
     out: list[str] = []
     offsets = OffsetMap()
     pos = 0
-    for m in _SPECIAL_RE.finditer(translated):
+    special = _SPECIAL_RE if any(ch in translated for ch in _RARE_CHARS) else _SPACES_RE
+    for m in special.finditer(translated):
         if m.start() > pos:
             _lower_map(translated[pos : m.start()], pos, out, offsets)
         token = m.group()
@@ -300,11 +310,80 @@ class SectionText:
         threshold = (
             config.fuzzy_name_threshold if kind == "mention" else config.fuzzy_quote_threshold
         )
-        found = fuzz.partial_ratio_alignment(nneedle, norm, score_cutoff=threshold)
-        if found is None or found.dest_end <= found.dest_start:
+        found = self._fuzzy(nneedle, threshold, whole_text_fallback=kind == "mention")
+        if found is None:
             return NOT_FOUND
-        start, end = self._span(found.dest_start, found.dest_end)
-        return Grounding("fuzzy", start, end, round(float(found.score), 2))
+        score, nstart, nend = found
+        # Indel distance implied by the score: (1 - score) * (len(needle) + len(window)).
+        edits = (1.0 - score / 100.0) * (len(nneedle) + (nend - nstart))
+        if edits > config.max_fuzzy_edits + 1e-6:
+            return NOT_FOUND
+        start, end = self._span(nstart, nend)
+        return Grounding("fuzzy", start, end, round(score, 2))
+
+    def _fuzzy(
+        self, nneedle: str, threshold: float, *, whole_text_fallback: bool
+    ) -> tuple[float, int, int] | None:
+        """Best fuzzy alignment of a normalized needle: ``(score, start, end)`` in ``norm``.
+
+        Scanning a 1.5-million-character section costs about 10 ms per needle, so only windows
+        around occurrences of the needle's longest words are scored (a match above the threshold
+        keeps most words intact). Anchors are tried longest first; the scan stops at the first
+        anchor whose windows give a match. Names with no intact word (a misspelt single name)
+        fall back to the whole text.
+        """
+        norm, _ = self._normalized()
+        span = len(nneedle)
+        if len(norm) <= 8 * span + 4096:
+            return _align(nneedle, norm, threshold, 0)
+        words = sorted(
+            {w for w in _WORD_RE.findall(nneedle) if len(w) >= 4},
+            key=lambda w: (-len(w), w),
+        )[:_MAX_ANCHORS]
+        best: tuple[float, int, int] | None = None
+        tried_any = False
+        for word in words:
+            starts: list[int] = []
+            i = norm.find(word)
+            while i >= 0 and len(starts) < _MAX_ANCHOR_HITS:
+                starts.append(i)
+                i = norm.find(word, i + 1)
+            if not starts:
+                continue
+            tried_any = True
+            for ws, we in _windows(starts, span, len(norm)):
+                cutoff = threshold if best is None else max(threshold, best[0])
+                hit = _align(nneedle, norm[ws:we], cutoff, ws)
+                if hit is not None and (best is None or hit[0] > best[0]):
+                    best = hit
+            if best is not None:
+                return best
+        if not tried_any and whole_text_fallback:
+            return _align(nneedle, norm, threshold, 0)
+        return best
+
+
+_MAX_ANCHORS = 3
+_MAX_ANCHOR_HITS = 200
+
+
+def _windows(starts: list[int], span: int, limit: int) -> list[tuple[int, int]]:
+    """Merged windows of ``2 * span`` around each anchor hit (the match must contain it)."""
+    out: list[tuple[int, int]] = []
+    for p in starts:
+        ws, we = max(0, p - span), min(limit, p + 2 * span)
+        if out and ws <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], we))
+        else:
+            out.append((ws, we))
+    return out
+
+
+def _align(needle: str, haystack: str, cutoff: float, base: int) -> tuple[float, int, int] | None:
+    found = fuzz.partial_ratio_alignment(needle, haystack, score_cutoff=cutoff)
+    if found is None or found.dest_end <= found.dest_start:
+        return None
+    return float(found.score), base + found.dest_start, base + found.dest_end
 
 
 @dataclass(frozen=True, slots=True)
