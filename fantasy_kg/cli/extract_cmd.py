@@ -6,7 +6,6 @@ JSON document goes to stdout; progress bars and logs go to stderr. ``submit`` re
 job file.
 """
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fantasy_kg.cli.output import PollProgress, emit
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
 
@@ -24,10 +24,6 @@ _MODES = ("full", "submit", "status", "retrieve")
 # Same values as fantasy_kg.llm.backend.BACKEND_CHOICES; repeated here so that `fantasy-kg --help`
 # and unrelated commands do not pay the ~1 s import of the anthropic SDK.
 BACKEND_CHOICES = ("auto", "anthropic", "local")
-
-
-def _emit(doc: dict[str, Any]) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def _status_doc(job: "JobRecord") -> dict[str, Any]:
@@ -54,42 +50,6 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
     if job.result_counts is not None:
         doc["result_counts"] = job.result_counts.model_dump()
     return doc
-
-
-class _PollProgress:
-    """A rich progress bar on stderr, fed by ``on_status`` after every poll."""
-
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[state]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> "_PollProgress":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, job: "JobRecord") -> None:
-        c = job.request_counts
-        done = c.total - c.processing
-        state = (
-            f"{job.processing_status}: {c.succeeded} ok, {c.errored} errored, "
-            f"{c.expired} expired, {c.canceled} canceled"
-        )
-        if job.id not in self.tasks:
-            self.tasks[job.id] = self.progress.add_task(
-                f"batch {job.id[-12:]}", total=max(1, c.total), state=state
-            )
-        self.progress.update(self.tasks[job.id], completed=done, state=state)
 
 
 @click.command("extract-batch")
@@ -204,7 +164,7 @@ def extract_batch(
         if not batch_id:
             raise ConfigError(f"--mode {mode} needs --batch-id (printed by --mode submit)")
         if mode == "status":
-            _emit(_status_doc(extraction.batch_status(batch_id, jobs_dir, backend=backend)))
+            emit(_status_doc(extraction.batch_status(batch_id, jobs_dir, backend=backend)))
             return
         res = extraction.retrieve_batch(
             batch_id,
@@ -213,7 +173,7 @@ def extract_batch(
             followup=not no_followup,
             resubmit_archived=resubmit_archived,
         )
-        _emit(res.to_json())
+        emit(res.to_json())
         return
     if mode == "submit":
         jobs = extraction.submit_series(
@@ -229,7 +189,7 @@ def extract_batch(
             retry_failed=retry_failed,
             max_attempts=max_attempts,
         )
-        _emit(
+        emit(
             {
                 "batches": [
                     {
@@ -248,7 +208,7 @@ def extract_batch(
         )
         return
     console = Console(stderr=True)
-    with _PollProgress(console) as bar:
+    with PollProgress(console) as bar:
         result = extraction.run_full(
             input_dir,
             output_dir,
@@ -270,7 +230,7 @@ def extract_batch(
         f"+ pending {result.pending}; cost ${result.cost.batch_usd:.4f} (batch), "
         f"${result.cost.realtime_usd:.4f} real-time equivalent"
     )
-    _emit(result.to_json())
+    emit(result.to_json())
     if result.failed or result.pending:
         raise SystemExit(1)
 
@@ -370,7 +330,7 @@ def extract(
         f"cost ${result.cost.realtime_usd:.4f} real time (batch would be "
         f"${result.cost.batch_usd:.4f})"
     )
-    _emit(result.to_json())
+    emit(result.to_json())
     if result.failed:
         raise SystemExit(1)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES, _emit, _PollProgress
+from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
+from fantasy_kg.cli.output import PollProgress, emit
 
 
 @click.command("run")
@@ -68,7 +69,7 @@ def run(
     from fantasy_kg.pipeline.run import run_series
 
     console = Console(stderr=True)
-    with _PollProgress(console) as bar:
+    with PollProgress(console) as bar:
         summary = run_series(
             series,
             books_dir=books_dir,
@@ -90,7 +91,7 @@ def run(
             f"{load.series}: {load.entities} entities, {load.relationships} relationships, "
             f"grounding {load.grounding_rate:.1%} → {load.db_path}"
         )
-    _emit(summary.to_json())
+    emit(summary.to_json())
     if ext.failed or ext.pending:
         raise SystemExit(1)
 
