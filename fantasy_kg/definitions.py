@@ -1,5 +1,9 @@
-"""The Dagster code location (placeholder until the Dagster plugin lands)."""
+"""The Dagster code location that ``workspace.yaml`` and ``-m fantasy_kg.definitions`` load.
 
-import dagster as dg
+Partitions are the series folders under ``$FANTASY_KG_DATA_DIR/books`` (default ``./data/books``)
+at load time; reload the code location after adding a series folder.
+"""
 
-defs = dg.Definitions()
+from fantasy_kg.defs import build_definitions
+
+defs = build_definitions()

@@ -1,0 +1,65 @@
+"""Names shared by assets, checks and the sensor: asset keys, pool, tags, owners, code versions.
+
+Kept in one module so the sensor's run requests, the checks' targets and the assets themselves
+can never disagree on a key.
+"""
+
+import hashlib
+
+import dagster as dg
+
+from fantasy_kg.domain.prompts import INSTRUCTIONS_TEMPLATE, PROMPT_VERSION, SECTION_TEMPLATE
+from fantasy_kg.domain.schemas import schema_fingerprint
+
+BOOK_SECTIONS = dg.AssetKey("book_sections")
+EXTRACTION_BATCH = dg.AssetKey("extraction_batch")
+EXTRACTION_RESULTS = dg.AssetKey("extraction_results")
+KNOWLEDGE_GRAPH = dg.AssetKey("knowledge_graph")
+COST_SUMMARY = dg.AssetKey("cost_summary")
+
+ALL_ASSET_KEYS = (
+    BOOK_SECTIONS,
+    EXTRACTION_BATCH,
+    EXTRACTION_RESULTS,
+    KNOWLEDGE_GRAPH,
+    COST_SUMMARY,
+)
+"""In lineage order."""
+
+DOWNSTREAM_OF_BATCH = (EXTRACTION_RESULTS, KNOWLEDGE_GRAPH, COST_SUMMARY)
+"""What the completion sensor materializes once a batch has ended."""
+
+DUCKDB_POOL = "duckdb_writer"
+"""Concurrency pool of every step that opens the DuckDB file.
+
+DuckDB allows one read-write process per file, and ``DuckDBResource`` always opens read-write, so
+readers (checks, the cost summary) take the lock too. With the pool's limit set to 1 two partitions
+materialized at once queue instead of failing with "Could not set lock on file".
+"""
+
+OWNERS = ["team:fantasy-kg"]
+
+BATCH_ID_TAG = "fantasy_kg/batch_id"
+"""Run tag: the batch whose end triggered the run (set by the completion sensor)."""
+ATTEMPT_TAG = "fantasy_kg/attempt"
+"""Run tag: how many times the sensor has requested a results run for that batch."""
+
+SECTIONS_CODE_VERSION = "sections-v1"
+"""Bump when sectioning changes what it writes for the same books."""
+
+
+def _extraction_code_version() -> str:
+    """The prompt version without its per-series part (ontology) and per-deployment part (model).
+
+    Any change to the instructions, the section template or the output schema changes it, so the
+    UI marks ``extraction_batch`` and everything after it as unsynced. The full per-series prompt
+    version (ontology and model included) is in each materialization's metadata.
+    """
+    blob = "|".join([PROMPT_VERSION, INSTRUCTIONS_TEMPLATE, SECTION_TEMPLATE, schema_fingerprint()])
+    return f"{PROMPT_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+EXTRACTION_CODE_VERSION = _extraction_code_version()
+GRAPH_CODE_VERSION = "graph-v1"
+"""Bump when grounding, resolution or the load change what lands in DuckDB for the same results."""
+COST_CODE_VERSION = "costs-v1"

@@ -1,0 +1,101 @@
+"""Read-only views over the files of one series that assets, checks and the sensor share.
+
+Nothing here decides anything the pipeline decides: it reads section files, result files,
+failure records and job files with the pipeline's own functions, and says for each section where
+it stands (design invariant 2: a result, a recorded failure, or a batch still working on it).
+"""
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fantasy_kg.defs.resources import LOCAL_BACKEND_NOTE, AnthropicBatchResource
+from fantasy_kg.domain.prompts import prompt_version
+from fantasy_kg.domain.sections import read_sections, text_sha256
+from fantasy_kg.llm.jobs import FailureRecord, JobRecord, JobStore
+from fantasy_kg.llm.requests import make_custom_id
+from fantasy_kg.llm.results import FAILURES_DIR, has_valid_result, load_failures
+from fantasy_kg.pipeline.extraction import find_series_ontology
+
+
+@dataclass
+class SectionOutcomes:
+    """Where every section of a series stands right now.
+
+    ``sections == with_result + failed + pending + missing``; ``missing`` must be empty.
+    """
+
+    series: str
+    prompt_version: str
+    sections: int = 0
+    with_result: int = 0
+    failed: list[FailureRecord] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def failure_types(self) -> dict[str, int]:
+        """Recorded failures by type (errored, expired, refusal, max_tokens, invalid_json, ...)."""
+        return dict(sorted(Counter(f.type for f in self.failed).items()))
+
+
+def owed_jobs(store: JobStore, series: str) -> list[JobRecord]:
+    """Jobs of a series that still owe something: results not processed or a follow-up to send."""
+    return [j for j in store.all_jobs(series) if not j.is_settled or j.followup_state == "pending"]
+
+
+def section_outcomes(res: AnthropicBatchResource, series: str) -> SectionOutcomes:
+    """Classify every section of ``series`` by its current text and prompt version.
+
+    A result made from an older text or prompt version does not count: the section is pending if a
+    batch is working on it, and missing otherwise.
+    """
+    sections = read_sections(res.sections_path, series)
+    pv = prompt_version(find_series_ontology(res.sections_path, series), res.model_id)
+    out = SectionOutcomes(series=series, prompt_version=pv, sections=len(sections))
+    # load_failures reads a jobs folder when the results folder has no _failures/ sub-folder, so
+    # only ask it when there is one (no failure was ever recorded otherwise).
+    failures = (
+        {f.custom_id: f for f in load_failures(res.extracted_path, series)}
+        if (res.extracted_path / FAILURES_DIR).is_dir()
+        else {}
+    )
+    in_flight = {
+        ref.split_root or cid
+        for job in owed_jobs(res.job_store(), series)
+        for cid, ref in job.inputs.items()
+    }
+    used: set[str] = set()
+    for sec in sections:
+        cid = make_custom_id(sec.stem, used)
+        sha = sec.meta.sha256 or text_sha256(sec.text)
+        if has_valid_result(res.extracted_path, cid, sha, pv):
+            out.with_result += 1
+        elif cid in in_flight:
+            out.pending.append(cid)
+        elif cid in failures:
+            out.failed.append(failures[cid])
+        else:
+            out.missing.append(cid)
+    return out
+
+
+def backend_label(name: str) -> str:
+    """How metadata names a backend; the local one is announced as what it is."""
+    return f"local ({LOCAL_BACKEND_NOTE})" if name == "local" else name
+
+
+def jobs_table(jobs: Iterable[JobRecord]) -> str:
+    """A Markdown table of batches: status and request counts by result type."""
+    lines = [
+        "| batch | attempt | status | requests | succeeded | errored | canceled | expired "
+        "| processing |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for job in jobs:
+        c = job.request_counts
+        lines.append(
+            f"| `{job.id}` | {job.attempt} | {job.processing_status} | {len(job.inputs)} "
+            f"| {c.succeeded} | {c.errored} | {c.canceled} | {c.expired} | {c.processing} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""Dagster resources: the Message Batches backend and the DuckDB warehouse.
+
+``AnthropicBatchResource`` is the one place that knows *where* requests go (the real Anthropic API
+or the embedded local backend) and *where* files live (sections, results, job files). Assets,
+checks and the completion sensor call the pipeline functions of :mod:`fantasy_kg.pipeline`
+through it, so the Dagster layer and the CLI run the same code with the same files.
+
+The API key is only ever held in memory: it is never part of metadata, logs or job files, and the
+resource's config shows the environment variable's *name* in the UI, not its value.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from fantasy_kg.domain import paths
+from fantasy_kg.domain.catalog import default_model, get_model
+from fantasy_kg.llm.backend import LOCAL_API_KEY, LOCAL_BANNER, Backend, resolve_backend
+from fantasy_kg.llm.batch_provider import AnthropicBatchProvider
+from fantasy_kg.llm.jobs import JobStore
+from fantasy_kg.local_api import LocalServer, start_local_server
+from fantasy_kg.pipeline.extraction import default_max_tokens
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LOCAL_BACKEND_NOTE = "local baseline extractor, not Claude"
+"""Said wherever results of the local backend show up (metadata, logs): they are a baseline."""
+
+
+# The type parameter is the resource's value; a ConfigurableResource is its own value, which
+# cannot be spelled before the class exists.
+class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Submits, polls and retrieves Message Batches for one data directory.
+
+    ``backend="auto"`` uses the Anthropic API when a key is configured and otherwise the embedded
+    local backend (an Anthropic-compatible server on 127.0.0.1 whose "model" is a deterministic
+    baseline extractor), so a fresh machine materializes every asset with no account.
+
+    The backend (and, for ``local``, a server on a free loopback port) is set up when Dagster
+    initializes the resource and torn down after the step or sensor tick; outside Dagster it is
+    created lazily on first use. Each operation opens its own SDK client inside its own event
+    loop, so no connection outlives the loop it was made in.
+
+    Examples:
+        .. code-block:: python
+
+            defs = dg.Definitions(
+                resources={
+                    "anthropic_batches": AnthropicBatchResource(
+                        api_key=dg.EnvVar("ANTHROPIC_API_KEY"),
+                        data_dir="/srv/fantasy_kg/data",
+                        max_cost_usd=25.0,
+                    )
+                }
+            )
+    """
+
+    api_key: str | None = Field(
+        default=None,
+        description=(
+            "Anthropic API key; pass dg.EnvVar('ANTHROPIC_API_KEY'). Empty: the local backend "
+            "(with backend='auto'). Never logged or stored."
+        ),
+    )
+    backend: Literal["auto", "anthropic", "local"] = Field(
+        default="auto",
+        description=(
+            "'anthropic' (needs a key), 'local' (embedded baseline extractor on 127.0.0.1, not "
+            "Claude) or 'auto' (anthropic when a key is set, else local)."
+        ),
+    )
+    model: str = Field(
+        default_factory=default_model,
+        description="Model id or alias from the catalog (fantasy_kg/data/models.json).",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        description="max_tokens per extraction request; empty: 32,000 capped at the model's limit.",
+    )
+    max_section_tokens: int | None = Field(
+        default=None,
+        description=(
+            "Cap on each section's text tokens; empty: as large as the model's context allows. "
+            "Smaller sections cost more prompt prefix but give the model less to keep track of."
+        ),
+    )
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            "API base URL: a proxy or gateway for 'anthropic', an already running local server "
+            "for 'local' (empty: start one in-process on a free port)."
+        ),
+    )
+    data_dir: str = Field(
+        description="Absolute data directory: books/, sections/, extracted/, batch_jobs/, ...",
+    )
+    jobs_dir: str | None = Field(
+        default=None,
+        description="Folder of batch job files <batch_id>.json; empty: <data_dir>/batch_jobs.",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        description=(
+            "Budget cap in USD per submission (pre-flight batch estimate) and for the actual "
+            "cost check; empty: no cap."
+        ),
+    )
+    max_attempts: int = Field(
+        default=2,
+        ge=1,
+        description="Batches per section, follow-ups for retryable failures included.",
+    )
+    wait_inline: bool | None = Field(
+        default=None,
+        description=(
+            "Whether extraction_batch waits for its batch to end inside the run. Empty: only "
+            "with the local backend (seconds), never with Anthropic (up to 24 h: the completion "
+            "sensor picks the batch up instead)."
+        ),
+    )
+    poll_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between status polls while waiting inline for a local batch.",
+    )
+    max_wait_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Give up waiting inline after this long; the sensor takes over from there.",
+    )
+
+    _backend: Backend | None = PrivateAttr(default=None)
+    _server: LocalServer | None = PrivateAttr(default=None)
+    _log: Any = PrivateAttr(default=None)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Keep Dagster's logger, so the backend is announced in the run's or tick's log.
+
+        The backend itself is resolved on first use: a sensor tick with no batch to poll starts no
+        local server, and a missing Anthropic key fails the step that needs it (with one line)
+        while sectioning still works without a key.
+        """
+        self._log = context.log
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Stop the local server this resource started (its batches stay on disk)."""
+        if self._server is not None:
+            self._server.stop()
+        self._server = None
+        self._backend = None
+        self._log = None
+
+    # --- configuration, resolved -----------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def books_path(self) -> Path:
+        """``<data_dir>/books``: one folder per series partition."""
+        return paths.books_dir(self.root)
+
+    @property
+    def sections_path(self) -> Path:
+        """``<data_dir>/sections``: section files of every series."""
+        return paths.sections_dir(self.root)
+
+    @property
+    def extracted_path(self) -> Path:
+        """``<data_dir>/extracted``: one ``<custom_id>_extracted.json`` per section."""
+        return paths.extracted_dir(self.root)
+
+    @property
+    def jobs_path(self) -> Path:
+        """Folder of job files (``jobs_dir`` or ``<data_dir>/batch_jobs``)."""
+        if self.jobs_dir:
+            return Path(self.jobs_dir).expanduser().resolve()
+        return paths.jobs_dir(self.root)
+
+    @property
+    def model_id(self) -> str:
+        """The catalog id of ``model`` (aliases resolved)."""
+        return get_model(self.model).id
+
+    @property
+    def request_max_tokens(self) -> int:
+        """``max_tokens`` of each request."""
+        return self.max_tokens or default_max_tokens(get_model(self.model))
+
+    def job_store(self) -> JobStore:
+        """The job files of this data directory (read by the sensor and the checks)."""
+        return JobStore(self.jobs_path)
+
+    def ontology_path(self, series: str) -> Path | None:
+        """``<data_dir>/schemas/<series>_schema.json`` if it exists (else the default ontology)."""
+        path = paths.confined(paths.ontology_dir(self.root), f"{series}_schema.json")
+        return path if path.is_file() else None
+
+    def resolved_backend(self) -> Backend:
+        """The backend requests go to; for ``local`` without ``base_url``, starts a server.
+
+        Raises:
+            ConfigError: ``backend='anthropic'`` without a key, or an unknown backend.
+        """
+        if self._backend is not None:
+            return self._backend
+        if self._wants_local():
+            url = self.base_url
+            if not url:
+                self._server = start_local_server(paths.local_api_dir(self.root))
+                url = self._server.base_url
+            self._backend = Backend(name="local", base_url=url, api_key=LOCAL_API_KEY)
+            (self._log or log).warning(f"{LOCAL_BANNER} ({url})")
+        else:
+            self._backend = resolve_backend(
+                "anthropic", api_key=self.api_key or None, base_url=self.base_url
+            )
+        return self._backend
+
+    def _wants_local(self) -> bool:
+        return self.backend == "local" or (self.backend == "auto" and not self.api_key)
+
+    @property
+    def backend_name(self) -> str:
+        """``anthropic`` or ``local``."""
+        return self.resolved_backend().name
+
+    @property
+    def waits_inline(self) -> bool:
+        """Whether the batch asset waits for its batch (see ``wait_inline``)."""
+        if self.wait_inline is not None:
+            return self.wait_inline
+        return self.backend_name == "local"
+
+    # --- running pipeline functions --------------------------------------------------------
+
+    def run(self, operation: Callable[[AnthropicBatchProvider], Awaitable[T]]) -> T:
+        """Run one async pipeline operation with a provider for this backend, then close it.
+
+        A provider (and its HTTP client) lives exactly as long as one event loop: reusing an
+        async client across ``asyncio.run`` calls breaks its pooled connections.
+        """
+        backend = self.resolved_backend()
+
+        async def _call() -> T:
+            provider = AnthropicBatchProvider(
+                api_key=backend.api_key,
+                jobs_dir=self.jobs_path,
+                base_url=backend.base_url,
+                backend=backend.name,
+                max_attempts=self.max_attempts,
+            )
+            try:
+                return await operation(provider)
+            finally:
+                await provider.close()
+
+        return asyncio.run(_call())

@@ -1,0 +1,302 @@
+"""Asset group ``warehouse``: one series' knowledge graph and cost summary, loaded into DuckDB.
+
+Thin wiring over :func:`fantasy_kg.pipeline.graph.load_series_from_files` (grounding, entity
+resolution, relationship dedupe, one-transaction load; the same function as ``fantasy-kg load``)
+and :mod:`fantasy_kg.pipeline.costs`. Both replace exactly their series' rows, so re-materializing
+an unchanged partition leaves every fact table identical.
+
+Every step that opens the DuckDB file runs in the ``duckdb_writer`` pool: DuckDB allows one
+read-write process per file, so two partitions materialized at once must take turns.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from fantasy_kg.defs.errors import user_errors_as_failures
+from fantasy_kg.defs.keys import (
+    BOOK_SECTIONS,
+    COST_CODE_VERSION,
+    COST_SUMMARY,
+    DUCKDB_POOL,
+    EXTRACTION_RESULTS,
+    GRAPH_CODE_VERSION,
+    KNOWLEDGE_GRAPH,
+    OWNERS,
+)
+from fantasy_kg.defs.outcomes import backend_label
+from fantasy_kg.defs.resources import AnthropicBatchResource
+from fantasy_kg.pipeline.costs import load_cost_report, series_cost_report
+from fantasy_kg.pipeline.graph import load_series_from_files
+from fantasy_kg.warehouse.load import table_columns
+
+FACT_TABLES = (
+    "entities",
+    "entity_aliases",
+    "mentions",
+    "relationships",
+    "evidence",
+    "schema_proposals",
+    "sections",
+)
+"""Tables whose column schema the knowledge_graph materialization shows."""
+
+_TOP = 10
+
+
+def table_schema(conn: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
+    """The Dagster column schema of a warehouse table, read from DuckDB itself."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=dtype) for name, dtype in table_columns(conn, table)
+        ]
+    )
+
+
+def _md_table(header: list[str], rows: list[list[object]]) -> str:
+    """A small Markdown table (values escaped for the pipe character)."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value[:5]) + (" …" if len(value) > 5 else "")
+        return str(value).replace("|", "\\|")
+
+    align = [
+        "---:" if rows and isinstance(rows[0][i], int | float) else "---"
+        for i in range(len(header))
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def build_warehouse_assets(
+    partitions_def: dg.PartitionsDefinition,
+) -> list[dg.AssetsDefinition]:
+    """``knowledge_graph`` and ``cost_summary`` for the given series partitions."""
+
+    @dg.asset(
+        key=KNOWLEDGE_GRAPH,
+        deps=[EXTRACTION_RESULTS],
+        partitions_def=partitions_def,
+        group_name="warehouse",
+        description=(
+            "The knowledge graph of one series in DuckDB: resolved entities with aliases, "
+            "deduplicated relationships, and every mention and evidence quote grounded to "
+            "character offsets in its book."
+        ),
+        kinds={"duckdb", "python"},
+        owners=OWNERS,
+        code_version=GRAPH_CODE_VERSION,
+        pool=DUCKDB_POOL,
+        metadata={"dagster/table_name": "entities"},
+        tags={"fantasy_kg/stage": "graph"},
+    )
+    def knowledge_graph(
+        context: dg.AssetExecutionContext,
+        anthropic_batches: AnthropicBatchResource,
+        duckdb: DuckDBResource,
+    ) -> dg.MaterializeResult[None]:
+        res = anthropic_batches
+        series = context.partition_key
+        with user_errors_as_failures():
+            summary = load_series_from_files(
+                res.sections_path,
+                res.extracted_path,
+                series,
+                Path(duckdb.database),
+                jobs_dir=res.jobs_path,
+                ontology_path=res.ontology_path(series),
+            )
+        with duckdb.get_connection() as conn:
+            schemas = {t: table_schema(conn, t) for t in FACT_TABLES}
+            top_entities = conn.execute(
+                "SELECT name, type, mention_count, relationship_count, aliases "
+                "FROM entity_summary WHERE series = ? "
+                "ORDER BY mention_count DESC, relationship_count DESC, name LIMIT ?",
+                [series, _TOP],
+            ).fetchall()
+            top_edges = conn.execute(
+                "SELECT name_a, name_b, relationship_types, weight, grounded_evidence_count "
+                "FROM character_network WHERE series = ? "
+                "ORDER BY weight DESC, name_a, name_b LIMIT ?",
+                [series, _TOP],
+            ).fetchall()
+            backends = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT DISTINCT backend FROM sections "
+                    "WHERE series = ? AND backend IS NOT NULL ORDER BY 1",
+                    [series],
+                ).fetchall()
+            ]
+        context.log.info(
+            f"loaded {series}: {summary.entities} entities, {summary.relationships} "
+            f"relationships, grounding rate {summary.grounding_rate:.1%}"
+        )
+        metadata: dict[str, Any] = {
+            "entities": summary.entities,
+            "relationships": summary.relationships,
+            "grounding_rate": dg.MetadataValue.float(summary.grounding_rate),
+            "backend": ", ".join(backend_label(b) for b in backends) or "none",
+            "top_entities": dg.MetadataValue.md(
+                _md_table(
+                    ["entity", "type", "mentions", "relationships", "aliases"],
+                    [list(r) for r in top_entities],
+                )
+            ),
+            "top_character_links": dg.MetadataValue.md(
+                _md_table(
+                    ["character", "character", "relationship types", "weight", "grounded quotes"],
+                    [list(r) for r in top_edges],
+                )
+            ),
+            "dagster/row_count": dg.MetadataValue.int(summary.row_counts.get("entities", 0)),
+            "dagster/column_schema": schemas["entities"],
+            "mentions": summary.mentions,
+            "evidence": summary.evidence,
+            "mention_grounding_rate": dg.MetadataValue.float(summary.mention_grounding_rate),
+            "evidence_grounding_rate": dg.MetadataValue.float(summary.evidence_grounding_rate),
+            "orphan_relationships": summary.orphan_relationships,
+            "ungrounded_relationships": summary.ungrounded_relationships,
+            "out_of_ontology_relationships": summary.out_of_ontology_relationships,
+            "pending_schema_proposals": summary.pending_proposals,
+            "unresolved_failures": summary.unresolved_failures,
+            "entity_merges": summary.merges,
+            "kept_apart": summary.kept_apart,
+            "ontology_version": summary.ontology_version,
+            "database": dg.MetadataValue.path(duckdb.database),
+            "load_seconds": dg.MetadataValue.float(summary.seconds),
+        }
+        for table, count in sorted(summary.row_counts.items()):
+            metadata[f"rows/{table}"] = dg.MetadataValue.int(count)
+        for table, schema in schemas.items():
+            if table != "entities":
+                metadata[f"schema/{table}"] = dg.MetadataValue.table_schema(schema)
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        key=COST_SUMMARY,
+        deps=[BOOK_SECTIONS, EXTRACTION_RESULTS],
+        partitions_def=partitions_def,
+        group_name="warehouse",
+        description=(
+            "What one series' extraction was estimated to cost before submission and what it "
+            "cost after, per model, at the batch rate beside the real-time price (DuckDB "
+            "tables costs and batch_jobs)."
+        ),
+        kinds={"duckdb", "python"},
+        owners=OWNERS,
+        code_version=COST_CODE_VERSION,
+        pool=DUCKDB_POOL,
+        metadata={"dagster/table_name": "costs"},
+        tags={"fantasy_kg/stage": "costs"},
+    )
+    def cost_summary(
+        context: dg.AssetExecutionContext,
+        anthropic_batches: AnthropicBatchResource,
+        duckdb: DuckDBResource,
+    ) -> dg.MaterializeResult[None]:
+        res = anthropic_batches
+        series = context.partition_key
+        with user_errors_as_failures():
+            report = series_cost_report(res.sections_path, res.jobs_path, series, res.model_id)
+            counts = load_cost_report(Path(duckdb.database), report)
+        with duckdb.get_connection() as conn:
+            schema = table_schema(conn, "costs")
+        estimates = [
+            [
+                e.model.id,
+                e.total.sections,
+                e.total.input_tokens,
+                int(e.total.output_tokens),
+                float(e.total.realtime_usd),
+                float(e.total.batch_usd),
+                float(e.total.batch_cached_prefix_usd),
+            ]
+            for e in report.estimates
+        ]
+        actual = [
+            [
+                m.model,
+                backend_label(m.backend),
+                m.mode,
+                m.batches,
+                m.input_tokens + m.cache_write_tokens + m.cache_read_tokens,
+                m.output_tokens,
+                m.estimated_usd,
+                m.actual_usd,
+                m.realtime_equivalent_usd,
+                m.savings_usd,
+            ]
+            for m in report.by_model
+        ]
+        local_only = bool(report.by_model) and all(m.backend == "local" for m in report.by_model)
+        if local_only:
+            context.log.info(
+                "local backend: nothing was billed; dollars show what the model would have cost"
+            )
+        metadata: dict[str, Any] = {
+            "dagster/row_count": dg.MetadataValue.int(counts.get("costs", 0)),
+            "dagster/column_schema": schema,
+            "estimated_usd": dg.MetadataValue.float(round(report.estimated_usd, 6)),
+            "actual_usd": dg.MetadataValue.float(round(report.actual_usd, 6)),
+            "realtime_equivalent_usd": dg.MetadataValue.float(
+                round(report.realtime_equivalent_usd, 6)
+            ),
+            "batch_savings_usd": dg.MetadataValue.float(
+                round(report.realtime_equivalent_usd - report.actual_usd, 6)
+            ),
+            "billed_usd": dg.MetadataValue.float(round(report.billed_usd, 6)),
+            "max_cost_usd": dg.MetadataValue.float(res.max_cost_usd)
+            if res.max_cost_usd is not None
+            else dg.MetadataValue.null(),
+            "batches": len(report.batch_jobs),
+            "note": (
+                "local backend: nothing billed; dollars are what the model would have cost"
+                if local_only
+                else "actual = batch rate from the API's usage fields; estimate = pre-flight"
+            ),
+            "actual_by_model": dg.MetadataValue.md(
+                _md_table(
+                    [
+                        "model",
+                        "backend",
+                        "mode",
+                        "batches",
+                        "input tokens",
+                        "output tokens",
+                        "estimated $",
+                        "actual $",
+                        "real-time $",
+                        "saved $",
+                    ],
+                    actual,
+                )
+            ),
+            "estimate_by_model": dg.MetadataValue.md(
+                _md_table(
+                    [
+                        "model",
+                        "sections",
+                        "input tokens",
+                        "est. output tokens",
+                        "real-time $",
+                        "batch $",
+                        "batch + cached prefix $",
+                    ],
+                    estimates,
+                )
+            ),
+            "rows/batch_jobs": dg.MetadataValue.int(counts.get("batch_jobs", 0)),
+        }
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [knowledge_graph, cost_summary]

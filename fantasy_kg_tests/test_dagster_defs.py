@@ -1,0 +1,155 @@
+"""The code location loads, and its asset graph is the one the README and the UI describe.
+
+Keys, dependencies, groups, partitions, checks (and which of them block), the sensor's target,
+pools and resource documentation are asserted here without running anything, so a refactor that
+silently drops a dependency or a check fails fast.
+"""
+
+import importlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; dagster depends on it
+
+from fantasy_kg.defs import build_definitions
+from fantasy_kg.defs.keys import DUCKDB_POOL
+from fantasy_kg.defs.partitions import discover_series
+from fantasy_kg.defs.resources import AnthropicBatchResource
+from fantasy_kg.defs.sensors import SENSOR_NAME
+from fantasy_kg_tests.conftest import REPO_ROOT
+from fantasy_kg_tests.dagster_support import SERIES, assets_of, checks_of, defs_for
+
+ASSETS = {
+    "book_sections",
+    "extraction_batch",
+    "extraction_results",
+    "knowledge_graph",
+    "cost_summary",
+}
+DEPS = {
+    "book_sections": set(),
+    "extraction_batch": {"book_sections"},
+    "extraction_results": {"extraction_batch"},
+    "knowledge_graph": {"extraction_results"},
+    "cost_summary": {"book_sections", "extraction_results"},
+}
+CHECKS = {
+    ("extraction_results", "every_section_has_result_or_failure"): True,
+    ("knowledge_graph", "relationships_point_at_known_entities"): True,
+    ("knowledge_graph", "no_duplicate_entity_ids"): True,
+    ("knowledge_graph", "grounding_rate_above_floor"): False,
+    ("cost_summary", "actual_cost_within_budget"): False,
+}
+
+
+def test_code_location_module_loads(sample_data_dir: Path) -> None:
+    module = importlib.reload(importlib.import_module("fantasy_kg.definitions"))
+    dg.Definitions.validate_loadable(module.defs)
+    graph = module.defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+
+
+def test_asset_graph_keys_deps_groups_and_partitions(sample_data_dir: Path) -> None:
+    defs = defs_for(sample_data_dir)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    for key, parents in DEPS.items():
+        node = graph.get(dg.AssetKey(key))
+        assert {p.to_user_string() for p in node.parent_keys} == parents, key
+        assert node.partitions_def is not None
+        assert node.partitions_def.get_partition_keys() == [SERIES]
+        assert node.description and node.description.endswith(".")
+        assert node.owners == ["team:fantasy-kg"]
+        assert node.code_version
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {
+        "book_sections": "ingest",
+        "extraction_batch": "extraction",
+        "extraction_results": "extraction",
+        "knowledge_graph": "warehouse",
+        "cost_summary": "warehouse",
+    }
+    assert {"claude", "anthropic"} <= graph.get(dg.AssetKey("extraction_batch")).kinds
+    assert "duckdb" in graph.get(dg.AssetKey("knowledge_graph")).kinds
+
+
+def test_duckdb_steps_share_one_pool(sample_data_dir: Path) -> None:
+    defs = defs_for(sample_data_dir)
+    pools = {spec.key.to_user_string(): a.op.pool for a in assets_of(defs) for spec in a.specs}
+    assert pools["knowledge_graph"] == DUCKDB_POOL
+    assert pools["cost_summary"] == DUCKDB_POOL
+    assert pools["extraction_batch"] is None
+    duckdb_checks = [c for c in checks_of(defs) if "duckdb" in c.required_resource_keys]
+    assert len(duckdb_checks) == 4
+    assert all(c.op.pool == DUCKDB_POOL for c in duckdb_checks)
+
+
+def test_checks_and_which_block(sample_data_dir: Path) -> None:
+    defs = defs_for(sample_data_dir)
+    found: dict[tuple[str, str], bool] = {}
+    for checks_def in checks_of(defs):
+        for spec in checks_def.check_specs:
+            found[(spec.asset_key.to_user_string(), spec.name)] = spec.blocking
+            assert spec.description
+    assert found == CHECKS
+
+
+def test_sensor_targets_everything_downstream_of_the_batch(sample_data_dir: Path) -> None:
+    defs = defs_for(sample_data_dir)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name is not None
+    job = defs.resolve_job_def(sensor.job_name)
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "extraction_results",
+        "knowledge_graph",
+        "cost_summary",
+    }
+
+
+def test_new_series_folder_becomes_a_partition_on_reload(sample_data_dir: Path) -> None:
+    new = sample_data_dir / "books" / "The Iron Tide"
+    new.mkdir()
+    (new / "01_first.txt").write_text("Chapter 1\n\nMara sailed north.\n", encoding="utf-8")
+    (sample_data_dir / "books" / ".hidden").mkdir()
+    (sample_data_dir / "books" / "!!!").mkdir()
+    (sample_data_dir / "books" / "!!!" / "01.txt").write_text("Text.\n", encoding="utf-8")
+    defs = build_definitions(sample_data_dir)
+    node = defs.resolve_asset_graph().get(dg.AssetKey("book_sections"))
+    assert node.partitions_def is not None
+    assert node.partitions_def.get_partition_keys() == [SERIES, "the_iron_tide"]
+
+
+def test_no_books_folder_means_no_partitions(tmp_path: Path) -> None:
+    assert discover_series(tmp_path / "nothing_here") == []
+    defs = build_definitions(tmp_path)
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_every_resource_field_is_documented() -> None:
+    for name, field in AnthropicBatchResource.model_fields.items():
+        assert field.description, f"AnthropicBatchResource.{name} has no description"
+
+
+def test_api_key_is_passed_as_env_var_and_never_shown(
+    sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-secret-value")
+    defs = build_definitions(sample_data_dir)
+    assert defs.resources is not None
+    resource = defs.resources["anthropic_batches"]
+    assert isinstance(resource, AnthropicBatchResource)
+    assert isinstance(resource.api_key, dg.EnvVar)
+    assert "sk-ant-test-secret-value" not in repr(resource)
+    assert "sk-ant-test-secret-value" not in str(defs.resources)
+
+
+def test_documented_instance_config_gives_the_duckdb_pool_one_slot() -> None:
+    config = yaml.safe_load((REPO_ROOT / "docs" / "dagster.yaml").read_text(encoding="utf-8"))
+    with dg.instance_for_test(overrides=config) as instance:
+        info = instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
+        assert info.limit == 1
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.pool_granularity is not None and pools.pool_granularity.value == "op"
+        assert instance.nux_enabled is False
