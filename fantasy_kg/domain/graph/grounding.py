@@ -155,6 +155,24 @@ class OffsetMap:
         self._step.append(step)
         self._len += length
 
+    @classmethod
+    def collapsed(cls, length: int, spans: list[tuple[int, int]]) -> "OffsetMap":
+        """The map of a text of ``length`` chars whose space runs ``spans`` became one space."""
+        offsets = cls()
+        offsets._len = length - sum(b - a - 1 for a, b in spans)
+        if length:
+            offsets._nstart.append(0)
+            offsets._ostart.append(0)
+            offsets._step.append(1)
+        shift = 0
+        for a, b in spans:
+            shift += b - a - 1
+            if b < length:
+                offsets._nstart.append(b - shift)
+                offsets._ostart.append(b)
+                offsets._step.append(1)
+        return offsets
+
     def __len__(self) -> int:
         return self._len
 
@@ -188,6 +206,16 @@ def _lower_map(segment: str, base: int, out: list[str], offsets: OffsetMap) -> N
         offsets.add_run(base + i, len(lc), 0)
 
 
+def _normalize_spaces_only(lowered: str) -> tuple[str, OffsetMap]:
+    """Fast path: only runs of spaces change length, so every run of text keeps step 1.
+
+    The normalized text comes from one ``re.sub``; the map needs one breakpoint per run of
+    spaces (after a run ``[a, b)`` collapsed to one space, the normalized text resumes at ``b``).
+    """
+    spans = [m.span() for m in _SPACES_RE.finditer(lowered)]
+    return _SPACES_RE.sub(" ", lowered), OffsetMap.collapsed(len(lowered), spans)
+
+
 def normalize_with_offsets(text: str) -> tuple[str, OffsetMap]:
     """Normalize ``text`` like :func:`normalize_text` and map each output char to its source.
 
@@ -200,11 +228,14 @@ def normalize_with_offsets(text: str) -> tuple[str, OffsetMap]:
         which never matters for a search.
     """
     translated = text.translate(_ONE_TO_ONE)
+    if not any(ch in translated for ch in _RARE_CHARS):
+        lowered = translated.lower()
+        if len(lowered) == len(translated):
+            return _normalize_spaces_only(lowered)
     out: list[str] = []
     offsets = OffsetMap()
     pos = 0
-    special = _SPECIAL_RE if any(ch in translated for ch in _RARE_CHARS) else _SPACES_RE
-    for m in special.finditer(translated):
+    for m in _SPECIAL_RE.finditer(translated):
         if m.start() > pos:
             _lower_map(translated[pos : m.start()], pos, out, offsets)
         token = m.group()
