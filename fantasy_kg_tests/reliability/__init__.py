@@ -1,0 +1,1 @@
+"""Reliability and security suite: crashes, hostile input/output, load, network faults, secrets."""
