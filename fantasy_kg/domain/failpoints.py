@@ -18,6 +18,7 @@ ignored, so a typo never kills a production run by accident; the set of points i
 
 Points placed by the batch client (``fantasy_kg.llm``):
 
+* ``before_intent``: the request payloads are on disk, the intent record is not.
 * ``before_create``: the intent record is on disk, the create call has not been made.
 * ``after_create``: the server accepted the batch; its id is not yet persisted anywhere.
 * ``after_persist``: the job file exists; the intent is not yet marked ``created``.
@@ -42,6 +43,7 @@ FAILPOINT_ENV = "FANTASY_KG_FAILPOINT"
 
 FAILPOINTS: frozenset[str] = frozenset(
     {
+        "before_intent",
         "before_create",
         "after_create",
         "after_persist",

@@ -386,6 +386,24 @@ def _convert_proposal(raw: Any) -> SchemaUpdateProposal:
     )
 
 
+def _without_lone_surrogates(data: Any) -> Any:
+    """Replace lone surrogates (from JSON escapes such as backslash-u-D800) with ``?``.
+
+    They decode into Python strings that no UTF-8 encoder accepts, so a result holding one could
+    be validated but never written to its file or to DuckDB.
+    """
+    try:
+        text = json.dumps(data, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    except RecursionError:
+        raise ValueError("answer is nested too deeply to decode") from None
+    except (TypeError, ValueError):
+        pass  # not JSON-shaped at all: the checks below reject it with a reason
+    return data
+
+
 def parse_extraction(
     payload: str | dict[str, Any], *, file_name: str, chunk_id: str
 ) -> ParsedExtraction:
@@ -410,8 +428,11 @@ def parse_extraction(
             data = json.loads(payload)
         except json.JSONDecodeError as exc:
             raise ValueError(f"answer is not valid JSON: {exc.msg} at char {exc.pos}") from exc
+        except RecursionError:
+            raise ValueError("answer is nested too deeply to decode") from None
     else:
         data = payload
+    data = _without_lone_surrogates(data)
     if not isinstance(data, dict):
         raise ValueError("answer is not a JSON object")
     missing = [k for k in ("entities", "relationships") if not isinstance(data.get(k), list)]
