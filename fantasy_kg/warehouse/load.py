@@ -39,6 +39,10 @@ Progress = Callable[[str, int, int], None]
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+LOCK_WAIT_SECONDS = 120.0
+"""How long :func:`connect` waits for another process's lock on the DuckDB file."""
+
+
 class WarehouseError(UserError):
     """The warehouse file cannot be opened or a query failed (bad SQL, locked file, ...)."""
 
@@ -67,10 +71,19 @@ def connect(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnect
         )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.Error as exc:
-        raise WarehouseError(f"cannot open warehouse {path}: {_one_line(exc)}") from exc
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            # DuckDB allows one read-write process per file: another load (a second partition's
+            # run, a CLI call) holds it for seconds, so wait for our turn instead of failing.
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise WarehouseError(f"cannot open warehouse {path}: {_one_line(exc)}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
     if not read_only:
         try:
             migrate(conn)
