@@ -413,7 +413,6 @@ class AnthropicBatchProvider:
                 history=history,
                 payload_file=str(payload),
             )
-            failpoint("before_intent")
             self.store.save_intent(intent)
             batch, reconciled = await self._create_with_reconcile(group, intent)
             failpoint("after_create")
