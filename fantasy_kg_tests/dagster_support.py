@@ -76,6 +76,15 @@ def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
     )
 
 
+def data_version(result: dg.ExecuteInProcessResult, key: str) -> str | None:
+    """The data version recorded with the materialization of ``key`` in a run."""
+    for event in reversed(result.get_asset_materialization_events()):
+        mat = event.materialization
+        if mat.asset_key == dg.AssetKey(key):
+            return mat.tags.get("dagster/data_version") if mat.tags else None
+    raise AssertionError(f"{key} was not materialized")
+
+
 def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
     """Asset keys materialized by a run."""
     return {

@@ -20,6 +20,7 @@ from fantasy_kg.domain import paths
 from fantasy_kg.domain.prompts import PROMPT_VERSION
 from fantasy_kg_tests.dagster_support import (
     SERIES,
+    data_version,
     defs_for,
     materialize,
     materialized_keys,
@@ -107,6 +108,10 @@ def test_whole_graph_then_unchanged_rematerialization(sample_data_dir: Path) -> 
         second = materialize(defs, instance)
         assert second.success
         assert materialized_keys(second) == ALL
+        for key in ("book_sections", "extraction_batch", "extraction_results"):
+            # Same data version: Dagster does not mark anything downstream as stale.
+            assert data_version(first, key) is not None, key
+            assert data_version(second, key) == data_version(first, key), key
         again = metadata_of(second, "extraction_batch")
         assert again["status"] == "up_to_date"
         assert again["new_batches"] == 0 and again["requests_submitted"] == 0

@@ -198,13 +198,19 @@ def test_failed_results_run_gets_a_new_attempt_key(
         assert _requests(_tick(defs, instance, retry.cursor)) == []
 
 
-def test_sensor_leaves_a_batch_to_the_run_already_working_on_its_partition(
+def test_sensor_survives_an_unreachable_api_and_leaves_a_busy_partition_alone(
     sample_data_dir: Path, server: LocalServer, clock: Clock
 ) -> None:
     defs = _defs(sample_data_dir, server.base_url)
     with dg.instance_for_test() as instance:
         batch_id = _submit(defs, instance)
         clock.advance(hours=2)
+
+        # The API cannot be reached: the tick survives, says so, and requests nothing.
+        unreachable = _tick(_defs(sample_data_dir, _dead_url()), instance, None)
+        assert not _requests(unreachable)
+        assert f"could not poll 1: {SERIES} {batch_id}: APIConnectionError" in _skip(unreachable)
+
         instance.create_run_for_job(
             defs.resolve_implicit_global_asset_job_def(),
             tags={"dagster/partition": SERIES},

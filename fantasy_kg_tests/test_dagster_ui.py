@@ -69,3 +69,5 @@ def test_daemon_sensor_requests_the_downstream_run_when_the_batch_ends() -> None
     assert report["run_status"] == "SUCCESS"
     assert str(report["run_key"]).endswith(":1")
     assert int(report["entities"]) > 10  # type: ignore[call-overload]
+    assert report["key_found_in"] == []  # not in job files, DuckDB, run storage or logs
+    assert int(report["files_checked_for_key"]) > 20  # type: ignore[call-overload]

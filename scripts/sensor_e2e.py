@@ -9,7 +9,8 @@ nothing billed. Then:
    ``extraction_results`` and everything after it are skipped (the batch is still running);
 2. ``dagster dev`` starts the daemon; the completion sensor polls the batch from its job file
    and, once it has ended, requests ``extraction_results → knowledge_graph → cost_summary``;
-3. the script waits for that run to succeed and checks the graph landed in DuckDB.
+3. the script waits for that run to succeed, checks the graph landed in DuckDB, and searches
+   every file left behind for the API key (there must be none).
 
 Usage::
 
@@ -88,6 +89,15 @@ def run(processing_seconds: float, timeout: float) -> dict[str, Any]:
                         )
             finally:
                 sandbox.stop(proc)
+        # Design invariant 5: the key must not be in any file the run left behind (data, job
+        # files, DuckDB, DAGSTER_HOME's run storage and compute logs, the dagster dev log).
+        secret = FAKE_KEY.encode()
+        report["files_checked_for_key"] = sum(1 for p in root.rglob("*") if p.is_file())
+        report["key_found_in"] = [
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and secret in p.read_bytes()
+        ]
         db = root / "data" / "fantasy_kg.duckdb"
         if db.exists():
             with duckdb.connect(str(db), read_only=True) as conn:
@@ -99,6 +109,7 @@ def run(processing_seconds: float, timeout: float) -> dict[str, Any]:
         report.get("status_after_submit") == "in_progress"
         and report.get("run_status") == "SUCCESS"
         and report.get("entities", 0) > 0
+        and not report.get("key_found_in")
     )
     return report
 

@@ -22,6 +22,8 @@ from fantasy_kg.defs.sensors import build_completion_sensor
 from fantasy_kg.defs.warehouse import build_warehouse_assets
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.catalog import default_model
+from fantasy_kg.domain.errors import ConfigError
+from fantasy_kg.llm.backend import BACKEND_CHOICES
 
 __all__ = [
     "AnthropicBatchResource",
@@ -52,6 +54,11 @@ def default_resources(data_dir: Path) -> dict[str, object]:
     """
     root = data_dir.expanduser().resolve()
     backend = os.environ.get("FANTASY_KG_BACKEND", "auto").strip() or "auto"
+    if backend not in BACKEND_CHOICES:
+        raise ConfigError(
+            f"FANTASY_KG_BACKEND={backend!r} is not a backend: use one of "
+            f"{', '.join(BACKEND_CHOICES)}"
+        )
     return {
         "anthropic_batches": AnthropicBatchResource(
             api_key=dg.EnvVar("ANTHROPIC_API_KEY") if os.environ.get("ANTHROPIC_API_KEY") else None,

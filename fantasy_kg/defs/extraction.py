@@ -28,7 +28,14 @@ from fantasy_kg.defs.keys import (
     EXTRACTION_RESULTS,
     OWNERS,
 )
-from fantasy_kg.defs.outcomes import backend_label, jobs_table, owed_jobs, section_outcomes
+from fantasy_kg.defs.outcomes import (
+    backend_label,
+    jobs_table,
+    owed_jobs,
+    results_version,
+    section_outcomes,
+    sections_version,
+)
 from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.llm.batch_provider import AnthropicBatchProvider
@@ -176,9 +183,12 @@ def build_extraction_assets(
             realtime_usd=sum(j.estimated_cost.realtime_usd for j in new if j.estimated_cost),
         )
         if status == "up_to_date":
+            failed = len(outcomes_before.failed)
             context.log.info(
-                f"{series}: all {outcomes_before.with_result} sections already have results for "
-                f"prompt version {outcomes_before.prompt_version}; no batch submitted, no cost"
+                f"{series}: nothing to submit, no cost: {outcomes_before.with_result}/"
+                f"{outcomes_before.sections} sections have results for prompt version "
+                f"{outcomes_before.prompt_version}"
+                + (f"; {failed} recorded permanent failure(s) are not resent" if failed else "")
             )
         for job in new:
             context.log.info(
@@ -206,7 +216,10 @@ def build_extraction_assets(
         if jobs:
             metadata["processing_status"] = ", ".join(sorted({j.processing_status for j in jobs}))
             metadata["batches"] = dg.MetadataValue.md(jobs_table(jobs))
-        return dg.MaterializeResult(metadata=metadata)
+        # Same sections and prompt version, same data version: downstream assets stay in sync
+        # when nothing had to be submitted.
+        version = f"{outcomes_before.prompt_version}:{sections_version(res, series)}"
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
     @dg.asset(
         key=EXTRACTION_RESULTS,
@@ -289,6 +302,8 @@ def build_extraction_assets(
                 f"{series}: no batch owes results; {outcomes.with_result}/{outcomes.sections} "
                 "sections have results for the current inputs"
             )
-        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(
+            metadata=metadata, data_version=dg.DataVersion(results_version(res, series))
+        )
 
     return [extraction_batch, extraction_results]

@@ -8,6 +8,7 @@ import dagster as dg
 
 from fantasy_kg.defs.errors import user_errors_as_failures
 from fantasy_kg.defs.keys import BOOK_SECTIONS, OWNERS, SECTIONS_CODE_VERSION
+from fantasy_kg.defs.outcomes import sections_version
 from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.domain.sections import read_sections
 from fantasy_kg.pipeline.sections import build_sections
@@ -65,6 +66,7 @@ def build_ingest_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             + more
         )
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(sections_version(anthropic_batches, series)),
             metadata={
                 "series_name": info.series_name,
                 "books": info.books,
@@ -80,7 +82,7 @@ def build_ingest_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 "warnings": len(info.warnings),
                 "sections_dir": dg.MetadataValue.path(str(summary.output_dir)),
                 "preview": dg.MetadataValue.md(preview),
-            }
+            },
         )
 
     return [book_sections]

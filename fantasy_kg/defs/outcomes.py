@@ -5,6 +5,7 @@ failure records and job files with the pipeline's own functions, and says for ea
 it stands (design invariant 2: a result, a recorded failure, or a batch still working on it).
 """
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,7 +15,12 @@ from fantasy_kg.domain.prompts import prompt_version
 from fantasy_kg.domain.sections import read_sections, text_sha256
 from fantasy_kg.llm.jobs import FailureRecord, JobRecord, JobStore
 from fantasy_kg.llm.requests import make_custom_id
-from fantasy_kg.llm.results import FAILURES_DIR, has_valid_result, load_failures
+from fantasy_kg.llm.results import (
+    FAILURES_DIR,
+    has_valid_result,
+    load_all_provenance,
+    load_failures,
+)
 from fantasy_kg.pipeline.extraction import find_series_ontology
 
 
@@ -78,6 +84,42 @@ def section_outcomes(res: AnthropicBatchResource, series: str) -> SectionOutcome
         else:
             out.missing.append(cid)
     return out
+
+
+def _digest(parts: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def sections_version(res: AnthropicBatchResource, series: str) -> str:
+    """Data version of a series' sections: the text hash of each, in order.
+
+    Re-sectioning unchanged books gives the same version, so Dagster does not mark anything
+    downstream as stale.
+    """
+    sections = read_sections(res.sections_path, series)
+    return _digest(f"{s.file_name}:{s.meta.sha256 or text_sha256(s.text)}" for s in sections)
+
+
+def results_version(res: AnthropicBatchResource, series: str) -> str:
+    """Data version of a series' results: which text, prompt and batch each result came from.
+
+    Recorded failures count too (a section that failed is a different outcome than one that
+    succeeded), so the version changes exactly when a result or a failure changes.
+    """
+    provenance = [p for p in load_all_provenance(res.extracted_path) if p.series == series]
+    failures = (
+        load_failures(res.extracted_path, series)
+        if (res.extracted_path / FAILURES_DIR).is_dir()
+        else []
+    )
+    return _digest(
+        [f"{p.custom_id}:{p.sha256}:{p.prompt_version}:{p.batch_id}" for p in provenance]
+        + [f"failed:{f.custom_id}:{f.type}:{f.batch_id}" for f in failures]
+    )
 
 
 def backend_label(name: str) -> str:

@@ -11,6 +11,7 @@ resource's config shows the environment variable's *name* in the UI, not its val
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -43,10 +44,10 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     local backend (an Anthropic-compatible server on 127.0.0.1 whose "model" is a deterministic
     baseline extractor), so a fresh machine materializes every asset with no account.
 
-    The backend (and, for ``local``, a server on a free loopback port) is set up when Dagster
-    initializes the resource and torn down after the step or sensor tick; outside Dagster it is
-    created lazily on first use. Each operation opens its own SDK client inside its own event
-    loop, so no connection outlives the loop it was made in.
+    The backend is resolved on first use (for ``local`` without ``base_url``, that starts a server
+    on a free loopback port) and torn down after the step or sensor tick, so a tick with nothing
+    to poll starts nothing. Each operation opens its own SDK client inside its own event loop, so
+    no connection outlives the loop it was made in.
 
     Examples:
         .. code-block:: python
@@ -229,7 +230,9 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._backend
 
     def _wants_local(self) -> bool:
-        return self.backend == "local" or (self.backend == "auto" and not self.api_key)
+        # Like the CLI, "auto" also honours ANTHROPIC_API_KEY when no key was configured.
+        key = self.api_key or os.environ.get("ANTHROPIC_API_KEY")
+        return self.backend == "local" or (self.backend == "auto" and not key)
 
     @property
     def backend_name(self) -> str:

@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic
 import dagster as dg
 
 from fantasy_kg.defs.keys import ATTEMPT_TAG, BATCH_ID_TAG, DOWNSTREAM_OF_BATCH, EXTRACTION_BATCH
 from fantasy_kg.defs.resources import AnthropicBatchResource
+from fantasy_kg.domain.errors import UserError
 from fantasy_kg.llm.jobs import JobRecord
 from fantasy_kg.pipeline.extraction import batch_status, batch_status_async
 
@@ -152,9 +154,16 @@ def build_completion_sensor(
         waiting: list[str] = []
         requests: list[dg.RunRequest] = []
         events: list[dg.AssetObservation] = []
+        errors: list[str] = []
         for polls, job in enumerate(owed):
             if not job.is_ended and polls < max_polls_per_tick:
-                job = _poll(res, job)
+                try:
+                    job = _poll(res, job)
+                except (anthropic.APIError, UserError, OSError) as exc:
+                    # One batch's API trouble must not stop the tick for the others; its job file
+                    # is unchanged, so the next tick simply asks again.
+                    errors.append(f"{job.series} {job.id}: {type(exc).__name__}")
+                    context.log.warning(f"could not poll batch {job.id}: {exc}")
             state = f"{job.processing_status}:{_progress(job)}"
             if cursor.seen.get(job.id) != state:
                 cursor.seen[job.id] = state
@@ -216,6 +225,8 @@ def build_completion_sensor(
                 parts.append(f"{len(in_progress)} batch(es) in progress: {listed}")
             if waiting:
                 parts.append(f"{len(waiting)} ended, waiting on: {'; '.join(waiting)}")
+            if errors:
+                parts.append(f"could not poll {len(errors)}: {'; '.join(errors)}")
             skip = (
                 "; ".join(parts)
                 if parts
