@@ -93,8 +93,13 @@ def write_section(output_dir: Path, slug: str, text: str, meta: SectionMeta) -> 
     return path
 
 
-def read_sections(input_dir: Path, series: str | None = None) -> list[SectionFile]:
+def read_sections(
+    input_dir: Path, series: str | None = None, *, load_text: bool = True
+) -> list[SectionFile]:
     """Load every section of ``input_dir`` (optionally one series), ordered by series and number.
+
+    ``load_text=False`` reads only the meta files (``text`` is left empty; read it from ``path``
+    when needed), so a series of hundreds of megabytes need not sit in memory at once.
 
     Raises:
         InputFileError: missing folder, a ``.txt`` without a readable meta file, or a meta file
@@ -122,7 +127,7 @@ def read_sections(input_dir: Path, series: str | None = None) -> list[SectionFil
             raise InputFileError(f"{meta_path}: field {loc}: {err['msg']}") from exc
         if series is not None and meta.series != series and m.group("slug") != series:
             continue
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if load_text else ""
         found.append(SectionFile(meta=meta, text=text, path=path))
     found.sort(key=lambda s: (s.meta.series, s.meta.section))
     return found

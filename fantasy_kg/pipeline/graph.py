@@ -91,7 +91,7 @@ class LoadSummary:
 
 def list_series(input_dir: Path) -> list[str]:
     """Series slugs that have section files in ``input_dir``, sorted."""
-    sections = read_sections(input_dir)
+    sections = read_sections(input_dir, load_text=False)
     return sorted({s.meta.series for s in sections})
 
 
@@ -278,7 +278,7 @@ def build_series_graph(
         InputFileError: no sections of ``series`` in ``input_dir``, no results folder, or a
             malformed ontology.
     """
-    sections = read_sections(input_dir, series)
+    sections = read_sections(input_dir, series, load_text=False)
     if not sections:
         raise InputFileError(
             f"no sections of series {series!r} in {input_dir} (run `fantasy-kg sections` or "

@@ -95,6 +95,7 @@ class _Section:
     book_title: str | None
     book_no: int | None
     custom_ids: list[str] = field(default_factory=list)
+    chars: int = 0
     entity_instances: int = 0
     relationship_instances: int = 0
 
@@ -182,7 +183,11 @@ class _Builder:
         if found is None:
             if len(self._texts) >= 2:  # results arrive in section order: keep the last two
                 self._texts.pop(next(iter(self._texts)))
-            found = self._texts[pos] = SectionText(self.sections[pos].file.text)
+            sec = self.sections[pos]
+            # Sections read with load_text=False carry no text: read it now, drop it later.
+            text = sec.file.text or sec.file.path.read_text(encoding="utf-8")
+            sec.chars = len(text)
+            found = self._texts[pos] = SectionText(text)
         return found
 
     def _prov(self, custom_id: str) -> RequestProvenance | None:
@@ -851,7 +856,7 @@ class _Builder:
                     books=list(meta.books),
                     book_files=list(meta.book_files),
                     first_book_no=s.book_no,
-                    chars=meta.chars or len(s.file.text),
+                    chars=meta.chars or s.chars or len(s.file.text),
                     input_tokens=meta.input_tokens,
                     token_count_method=meta.token_count_method,
                     sha256=meta.sha256,
@@ -906,7 +911,8 @@ def build_graph(
     """Build the knowledge graph of one series.
 
     Args:
-        sections: The series' sections in story order (``read_sections(input_dir, series)``).
+        sections: The series' sections in story order (``read_sections(input_dir, series)``;
+            with ``load_text=False`` each text is read from its file when its results arrive).
         results: Its result files, ideally in section order (any order gives the same graph,
             section order keeps only two sections' normalized text in memory).
         ontology: Types, direction, canonical and do-not-merge rules of the series.

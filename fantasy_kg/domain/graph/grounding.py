@@ -80,6 +80,8 @@ _SPECIAL_RE = re.compile("  +|[" + _DROPPED + "".join(_EXPANDED) + "]")
 _SPACES_RE = re.compile("  +")
 _RARE_CHARS = _DROPPED + "".join(_EXPANDED)
 _WORD_RE = re.compile(r"[^\W_]+")
+_CAP_WORD_RE = re.compile(r"[A-Z][^\W_]*")
+_MAX_INDEX_SCAN = 4096  # more positions than this: one str.find is cheaper
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,12 +289,47 @@ class SectionText:
     copy (and its run-length offset map) exists only for sections with misses.
     """
 
-    __slots__ = ("_norm", "_offsets", "text")
+    __slots__ = ("_caps", "_norm", "_offsets", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._norm: str | None = None
         self._offsets: OffsetMap | None = None
+        self._caps: dict[str, list[int]] | None = None
+
+    def _cap_index(self) -> dict[str, list[int]]:
+        """Positions of every capitalized word, built on first use (one regex pass)."""
+        if self._caps is None:
+            caps: dict[str, list[int]] = {}
+            for m in _CAP_WORD_RE.finditer(self.text):
+                caps.setdefault(m.group(), []).append(m.start())
+            self._caps = caps
+        return self._caps
+
+    def _exact(self, needle: str, kind: NeedleKind) -> int:
+        """First occurrence of ``needle`` (for names: at word boundaries), or -1.
+
+        Names and most quotes start with a capitalized word. Looking that word up in an index of
+        capitalized words and checking the few places it starts replaces a scan of the whole
+        section per needle (on average half of a 1.5-million-character text), which was the
+        largest cost of grounding at scale. Anything the index cannot answer is searched with
+        ``str.find`` as before.
+        """
+        text = self.text
+        first_word = _CAP_WORD_RE.match(needle)
+        if first_word is not None:
+            positions = self._cap_index().get(first_word.group())
+            if positions is not None and len(positions) <= _MAX_INDEX_SCAN:
+                glued = -1
+                for p in positions:
+                    if text.startswith(needle, p):
+                        if kind == "quote" or _bounded(text, p, p + len(needle)):
+                            return p
+                        if glued < 0:
+                            glued = p
+                if glued >= 0:
+                    return glued
+        return _find_bounded(text, needle) if kind == "mention" else text.find(needle)
 
     def _normalized(self) -> tuple[str, OffsetMap]:
         if self._norm is None or self._offsets is None:
@@ -324,8 +361,7 @@ class SectionText:
         needle = needle.strip()
         if not needle:
             return NOT_FOUND
-        text = self.text
-        idx = _find_bounded(text, needle) if kind == "mention" else text.find(needle)
+        idx = self._exact(needle, kind)
         if idx >= 0:
             return Grounding("exact", idx, idx + len(needle), 100.0)
         nneedle = normalize_text(needle)
