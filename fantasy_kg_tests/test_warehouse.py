@@ -435,3 +435,14 @@ def test_result_provenance_files_give_realtime_costs_and_rejected_items(data_dir
     )[1]
     assert refusal == [("refusal", False)]
     assert summary.unresolved_failures == 1
+
+
+def test_cli_load_without_series_skips_series_not_extracted_yet(crafted):
+    write_series_sections(crafted["sections"], series="unread_tales")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["load"])
+    assert res.exit_code == 0, res.output
+    assert [s["series"] for s in json.loads(res.stdout)["loads"]] == [SERIES]
+    assert "skipped unread_tales: no result files" in res.stderr
+    res = runner.invoke(cli, ["load", "--series", "unread_tales"])
+    assert res.exit_code == 2 and "no result files" in res.stderr

@@ -24,7 +24,12 @@ from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.graph.models import ProposalRow, column_names
 from fantasy_kg.domain.graph.proposals import accept_proposals
 from fantasy_kg.domain.schemas import default_ontology, load_ontology
-from fantasy_kg.pipeline.graph import list_series, load_series_from_files, run_sql
+from fantasy_kg.pipeline.graph import (
+    NoResultsError,
+    list_series,
+    load_series_from_files,
+    run_sql,
+)
 
 _PHASES = {"read": "reading results", "load": "loading tables"}
 
@@ -133,6 +138,9 @@ def load_command(
 ) -> None:
     """Build the knowledge graph of each series and load it into DuckDB, replacing its rows.
 
+    Without --series every series with section files is loaded (series without result files
+    yet are skipped with a note on stderr).
+
     Every mention and evidence quote is re-found in the section text (exact, normalized, fuzzy);
     entities are resolved across the whole series; the series' rows are replaced in one
     transaction, so loading twice never duplicates and an interrupted load changes nothing.
@@ -160,16 +168,23 @@ def load_command(
     ) as bar:
         for slug in wanted:
             progress = _SeriesProgress(bar, slug)
-            summary = load_series_from_files(
-                sections,
-                results,
-                slug,
-                db,
-                jobs_dir=jobs_dir,
-                ontology_path=ontology_path,
-                progress=progress,
-            )
-            progress.close()
+            try:
+                summary = load_series_from_files(
+                    sections,
+                    results,
+                    slug,
+                    db,
+                    jobs_dir=jobs_dir,
+                    ontology_path=ontology_path,
+                    progress=progress,
+                )
+            except NoResultsError as exc:
+                if series:  # asked for this series by name: that is an error
+                    raise
+                err.print(f"skipped {slug}: {exc.message}", markup=False, highlight=False)
+                continue
+            finally:
+                progress.close()
             summaries.append(summary.as_dict())
             err.print(
                 f"{slug}: {summary.entities} entities, {summary.relationships} relationships, "

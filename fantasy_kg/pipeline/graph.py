@@ -53,6 +53,11 @@ PROVENANCE_DIR = "_provenance"  # written by fantasy_kg.llm.results next to each
 FAILURES_DIR = "_failures"
 _CUSTOM_ID_RE = re.compile(r"^(?P<slug>[A-Za-z0-9_-]+?)_section_(?P<num>\d+)(?:_[ab])*$")
 
+
+class NoResultsError(InputFileError):
+    """A series has sections but no result files yet (extraction not run or not retrieved)."""
+
+
 PhaseProgress = Callable[[str, int, int], None]
 """Progress callback ``(phase, done, total)``; phases ``read`` (result files), ``load`` (tables)."""
 
@@ -331,7 +336,8 @@ def load_series_from_files(
         Counts, grounding rates, orphans, pending proposals and the series' rows per table.
 
     Raises:
-        InputFileError: missing sections or results folder, malformed ontology.
+        InputFileError: missing sections or results folder, malformed ontology;
+            :class:`NoResultsError` when the series has no result files at all.
         WarehouseError: the database cannot be opened (e.g. locked by another process).
     """
     graph = build_series_graph(
@@ -343,8 +349,8 @@ def load_series_from_files(
         config=config,
         progress=progress,
     )
-    if graph.stats.result_files == 0 and not graph.failures:
-        raise InputFileError(
+    if graph.stats.result_files == 0 and all(f.stage == "missing" for f in graph.failures):
+        raise NoResultsError(
             f"no result files of series {series!r} in {extracted_dir}: run the extraction first"
         )
     load_progress: Progress | None = None
