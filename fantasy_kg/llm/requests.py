@@ -148,8 +148,10 @@ def build_extraction_batch_request(
     else:
         user_text = prompt
     params["messages"] = [{"role": "user", "content": [{"type": "text", "text": user_text}]}]
+    # One schema object shared by every request (never mutated: split_request deep-copies):
+    # a copy per request cost ~40 KB and 0.1 ms each, 4 GB and 10 s at 100,000 requests.
     output_config: dict[str, Any] = {
-        "format": {"type": "json_schema", "schema": output_schema(schema)}
+        "format": {"type": "json_schema", "schema": _wire_schema_for(schema)}
     }
     if effort is not None and info.thinking_default != "off":
         output_config["effort"] = effort
@@ -346,7 +348,15 @@ def _canonical(obj: Any) -> str:
 
 
 def request_bytes(body: dict[str, Any]) -> int:
-    """Size of one request as it travels inside the batch body (compact JSON, UTF-8)."""
+    """Size of one request as it travels inside the batch body (compact JSON, UTF-8).
+
+    The ASCII-escaping encoder is about twice as fast; when its output holds no unicode escape,
+    every character was ASCII and the UTF-8 size is its length, so only bodies with non-ASCII
+    (or control) characters pay for the second, exact encoding.
+    """
+    text = json.dumps(body, separators=(",", ":"))
+    if "\\u" not in text:
+        return len(text)
     return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
@@ -455,6 +465,74 @@ def _request_text(params: dict[str, Any]) -> str:
     if fmt:
         chunks.append(json.dumps(fmt))
     return "\n".join(chunks)
+
+
+class _PromptTokens:
+    """Prompt and prefix token estimates for pre-flight, each shared part counted once.
+
+    Every request of a series carries the same prefix string and the same output-schema object,
+    so re-estimating them per request (as ``estimate_tokens(_request_text(params))`` does) spends
+    most of pre-flight on text already counted. The estimate counts "pieces" additively (a part
+    joined with a newline adds exactly its own pieces), so summing memoized per-part counts gives
+    the same number as estimating the joined text. Without the domain estimator it falls back to
+    estimating the joined text.
+    """
+
+    def __init__(self) -> None:
+        self._module = _domain_tokens()
+        self._exact_parts = self._module is not None and hasattr(self._module, "count_pieces")
+        self._texts: dict[str, int] = {}
+        self._formats: dict[tuple[Any, ...], int] = {}
+
+    def _shared(self, text: str) -> int:
+        hit = self._texts.get(text)
+        if hit is None:
+            hit = self._texts[text] = int(self._module.count_pieces(text))
+        return hit
+
+    def _format(self, fmt: dict[str, Any]) -> int:
+        key = tuple((k, id(v) if isinstance(v, dict | list) else v) for k, v in fmt.items())
+        hit = self._formats.get(key)
+        if hit is None:
+            hit = self._formats[key] = int(self._module.count_pieces(json.dumps(fmt)))
+        return hit
+
+    def _tokens(self, pieces: int, model: ModelInfo) -> int:
+        module = self._module
+        raw = math.ceil(pieces * module.TOKENS_PER_PIECE * model.tokenizer_factor) if pieces else 0
+        return int(module.with_margin(raw, False))
+
+    def prompt(self, params: dict[str, Any], model: ModelInfo) -> int:
+        """``estimate_tokens(_request_text(params), model)``, without re-counting shared parts."""
+        if not self._exact_parts:
+            return estimate_tokens(_request_text(params), model)
+        pieces = 0
+        system = params.get("system")
+        if isinstance(system, str):
+            pieces += self._shared(system)
+        elif isinstance(system, list):
+            pieces += sum(
+                self._shared(str(b.get("text", ""))) for b in system if isinstance(b, dict)
+            )
+        for msg in params.get("messages", []):
+            content = msg.get("content") if isinstance(msg, dict) else None
+            if isinstance(content, str):
+                pieces += self._module.count_pieces(content)
+            elif isinstance(content, list):
+                for b in content:
+                    if isinstance(b, dict):
+                        pieces += self._module.count_pieces(str(b.get("text", "")))
+        fmt = params.get("output_config", {}).get("format")
+        if fmt:
+            pieces += self._format(fmt) if isinstance(fmt, dict) else self._shared(json.dumps(fmt))
+        return self._tokens(pieces, model)
+
+    def prefix(self, params: dict[str, Any], model: ModelInfo) -> int:
+        """``estimate_tokens(_prefix_text(params), model)``, memoized on the prefix text."""
+        text = _prefix_text(params)
+        if not self._exact_parts:
+            return estimate_tokens(text, model)
+        return self._tokens(self._shared(text), model)
 
 
 def _prefix_text(params: dict[str, Any]) -> str:
@@ -671,6 +749,8 @@ def preflight(
     estimates: list[RequestEstimate] = []
     warnings: list[str] = []
     schema_checked: set[str] = set()
+    schema_ids: set[int] = set()  # schema objects already checked (requests share one)
+    tokens = _PromptTokens()
     for i, req in enumerate(prepared):
         body, meta = req.body, req.meta
         where = _section_name(body, meta)
@@ -709,7 +789,12 @@ def preflight(
             if banned in params:
                 raise PreflightError(f"{where}: {banned!r} is not supported inside a batch")
         fmt = params.get("output_config", {}).get("format")
-        if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+        if (
+            isinstance(fmt, dict)
+            and isinstance(fmt.get("schema"), dict)
+            and id(fmt["schema"]) not in schema_ids
+        ):
+            schema_ids.add(id(fmt["schema"]))
             key = _canonical(fmt["schema"])
             if key not in schema_checked:
                 schema_checked.add(key)
@@ -720,8 +805,8 @@ def preflight(
                         f"{cx.union_params} union-typed parameters; the API allows "
                         f"{MAX_OPTIONAL_PARAMS} and {MAX_UNION_PARAMS}: make fields required"
                     )
-        prompt_tokens = estimate_tokens(_request_text(params), info)
-        prefix_tokens = estimate_tokens(_prefix_text(params), info)
+        prompt_tokens = tokens.prompt(params, info)
+        prefix_tokens = tokens.prefix(params, info)
         if prompt_tokens + max_tokens > info.context_window:
             raise PreflightError(
                 f"{where}: prompt ~{prompt_tokens:,} tokens + max_tokens {max_tokens:,} exceeds "
