@@ -242,16 +242,6 @@ def test_warehouse_load_property(
     _property_load(sections, warehouse)
 
 
-KNOWN_PROPOSAL_ORDER = (
-    "fantasy_kg/domain/graph/proposals.py ProposalCollector.add: the display name of an "
-    "aggregated proposal (and the order of its source/target types) is the first one seen, so "
-    "'Sword Hand' vs 'sword hand' in two sections depends on the order results are fed to "
-    "build_graph, which its docstring says does not matter (the pipeline reads in section "
-    "order, so CLI/Dagster output is stable)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KNOWN_PROPOSAL_ORDER)
 @pytest.mark.scenario(
     id="output-graph-proposal-order",
     injected="two sections propose the same new attribute spelled 'Sword Hand' and 'sword hand'; "

@@ -7,6 +7,11 @@ aggregated per series by (kind, name) with a count, the sections that raised the
 evidence, so a reviewer sees "MENTOR_OF: 14 times in 9 sections, e.g. ..." instead of 14 loose
 suggestions. :func:`accept_proposals` turns the chosen ones into a new ontology version; nothing
 changes the ontology without that explicit step.
+
+Aggregation does not depend on the order results are fed in (build_graph promises order-free
+output, and Dagster, the CLI and tests feed results in different orders): the display name is the
+most frequent spelling (ties: the lowest in code-point order, so 'Sword Hand' beats 'sword hand'),
+type lists are sorted, and the kept examples are the first ones in section order.
 """
 
 import re
@@ -20,6 +25,8 @@ from fantasy_kg.domain.graph.relationships import normalize_rel_type
 from fantasy_kg.domain.schemas import EntityTypeDef, Ontology, RelationshipTypeDef
 
 MAX_EXAMPLES = 5
+#: Distinct example texts kept per proposal while collecting (the smallest in section order).
+_EXAMPLE_POOL = 200
 _SNAKE_RE = re.compile(r"[^a-z0-9]+")
 
 
@@ -33,15 +40,32 @@ def proposal_key(proposal_type: str, name: str) -> str:
 @dataclass(slots=True)
 class _Acc:
     proposal_type: str
-    name: str
+    names: Counter[str] = field(default_factory=Counter)
     origins: set[str] = field(default_factory=set)
     count: int = 0
     sections: dict[int, str] = field(default_factory=dict)
     descriptions: Counter[str] = field(default_factory=Counter)
     rationales: Counter[str] = field(default_factory=Counter)
-    source_types: dict[str, None] = field(default_factory=dict)
-    target_types: dict[str, None] = field(default_factory=dict)
-    examples: list[tuple[int, str, str]] = field(default_factory=list)
+    source_types: set[str] = field(default_factory=set)
+    target_types: set[str] = field(default_factory=set)
+    #: example text -> its first (section_pos, section_id)
+    examples: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The display name: the most frequent spelling, whatever order results came in."""
+        return _top(self.names)
+
+    def add_example(self, pos: int, sid: str, text: str) -> None:
+        """Keep ``text`` at its earliest section; bounded, and independent of the feed order."""
+        first = self.examples.get(text)
+        if first is None or (pos, sid) < first:
+            self.examples[text] = (pos, sid)
+        if len(self.examples) > 2 * _EXAMPLE_POOL:
+            # Only the examples first in section order are ever shown: drop the rest. A dropped
+            # text that turns up again at an earlier section comes back with that position.
+            kept = sorted(self.examples.items(), key=lambda kv: (kv[1], kv[0]))[:_EXAMPLE_POOL]
+            self.examples = dict(kept)
 
 
 class ProposalCollector:
@@ -68,8 +92,8 @@ class ProposalCollector:
         key = (proposal_type, proposal_key(proposal_type, name))
         acc = self._acc.get(key)
         if acc is None:
-            display = key[1] if proposal_type == "new_relationship_type" else name.strip()
-            acc = self._acc[key] = _Acc(proposal_type=proposal_type, name=display)
+            acc = self._acc[key] = _Acc(proposal_type=proposal_type)
+        acc.names[key[1] if proposal_type == "new_relationship_type" else name.strip()] += 1
         acc.origins.add(origin)
         acc.count += 1
         acc.sections.setdefault(section_pos, section_id)
@@ -77,26 +101,19 @@ class ProposalCollector:
             acc.descriptions[description] += 1
         if rationale:
             acc.rationales[rationale] += 1
-        for t in source_types:
-            acc.source_types.setdefault(t, None)
-        for t in target_types:
-            acc.target_types.setdefault(t, None)
+        acc.source_types.update(source_types)
+        acc.target_types.update(target_types)
         for ex in examples:
-            if ex and len(acc.examples) < 200:
-                acc.examples.append((section_pos, section_id, ex))
+            if ex:
+                acc.add_example(section_pos, section_id, ex)
 
     def rows(self, series: str, ontology: Ontology) -> list[ProposalRow]:
         """One row per (kind, name), most frequent first, with status against ``ontology``."""
         out = []
         for acc in self._acc.values():
-            examples: list[str] = []
-            example_sections: list[str] = []
-            for _, sid, text in sorted(acc.examples):
-                if text not in examples:
-                    examples.append(text)
-                    example_sections.append(sid)
-                if len(examples) >= MAX_EXAMPLES:
-                    break
+            first = sorted(acc.examples.items(), key=lambda kv: (kv[1], kv[0]))[:MAX_EXAMPLES]
+            examples = [text for text, _ in first]
+            example_sections = [sid for _, (_, sid) in first]
             out.append(
                 ProposalRow(
                     series=series,
@@ -109,8 +126,8 @@ class ProposalCollector:
                     sections=[acc.sections[p] for p in sorted(acc.sections)],
                     description=_top(acc.descriptions),
                     rationale=_top(acc.rationales),
-                    source_types=list(acc.source_types),
-                    target_types=list(acc.target_types),
+                    source_types=sorted(acc.source_types),
+                    target_types=sorted(acc.target_types),
                     examples=examples,
                     example_sections=example_sections,
                 )
