@@ -112,7 +112,7 @@ def render(doc: dict[str, Any], wall_s: float, workers: int) -> str:
         f"**{len(scenarios)} scenarios: {counts.get('passed', 0)} passed, "
         f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped, "
         f"{counts.get('known bug', 0)} known bug(s) (expected to fail until fixed).** "
-        f"Suite wall time {wall_s:,.1f} s.",
+        f"Suite wall time {wall_s:,.1f} s{_load_note(doc)}.",
         "",
         "Every scenario is a test in `fantasy_kg_tests/reliability/` that runs the real code "
         "(real subprocesses killed with SIGKILL, the real `anthropic` SDK against the loopback "
@@ -154,6 +154,11 @@ def render(doc: dict[str, Any], wall_s: float, workers: int) -> str:
                 lines.append(f"| `{_cell(s['id'])}` | {_cell(name)} | {_fmt_metric(value)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _load_note(doc: dict[str, Any]) -> str:
+    load = doc.get("load_average_1m")
+    return f" (1-minute load average {load} at the end)" if load is not None else ""
 
 
 def _anchor(title: str) -> str:

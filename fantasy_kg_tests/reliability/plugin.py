@@ -62,6 +62,8 @@ class ScenarioRecorder:
         doc = {
             "started": self.started,
             "wall_s": round(time.time() - self.started, 2),
+            # Timings mean little without the machine's load (CI runners and shared hosts vary).
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "scenarios": sorted(
                 self.records.values(), key=lambda r: (r.get("category", ""), r.get("id", ""))
             ),
