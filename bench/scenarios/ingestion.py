@@ -20,6 +20,7 @@ relationships grouped by (source, type, target), one evidence row per quote. No 
 resolution, so it is the least any loader of these files could cost.
 """
 
+import importlib
 import json
 import shutil
 import time
@@ -179,6 +180,8 @@ def _process_answers(answers_dir: Path, sections_dir: Path, out_dir: Path) -> di
 def variants(case: Case, ctx: Context) -> dict[str, Variant]:
     """Subject: answers → result files → graph → DuckDB. Baseline: read_json → same tables."""
     # Import everything untimed: a user pays imports once per process, not per batch.
+    for module in ("llm.requests", "llm.results", "warehouse.load"):
+        importlib.import_module(f"fantasy_kg.{module}")  # llm.requests pulls in the SDK (~2 s)
     from fantasy_kg.pipeline.graph import load_series_from_files
 
     root = _root(ctx)
