@@ -125,14 +125,8 @@ def _dedupe_by_section(inputs: list[ResultInput]) -> list[ResultInput]:
 
 
 def _rows(graph: KnowledgeGraph) -> dict[str, list[Any]]:
-    """Every table's rows; proposals without the display name and endpoint-type order (those are
-    first-seen choices, covered by ``output-graph-proposal-order`` as a known bug)."""
-    tables: dict[str, list[Any]] = {name: list(rows) for name, rows in graph.tables().items()}
-    tables["schema_proposals"] = sorted(
-        (p.proposal_type, p.instance_count, p.sections, sorted(p.source_types), p.examples)
-        for p in graph.proposals
-    )
-    return tables
+    """Every table's rows, in the order the builder emits them."""
+    return {name: list(rows) for name, rows in graph.tables().items()}
 
 
 def assert_graph_sound(graph: KnowledgeGraph, sections: list[SectionFile]) -> None:
