@@ -113,12 +113,13 @@ def _plan_row(series: Any, model: Any, note: str = "") -> dict[str, Any]:
     return row
 
 
-def _sections_for(books: Path, out: Path) -> Path:
+def _sections_for(books: Path, out: Path, model: str | None = None) -> Path:
+    """Section ``books`` for ``model`` (default: the catalog's default) into a fresh ``out``."""
     from fantasy_kg.domain.catalog import default_model
     from fantasy_kg.pipeline.sections import build_sections
 
     shutil.rmtree(out, ignore_errors=True)
-    build_sections(books, out, model=default_model())
+    build_sections(books, out, model=model or default_model())
     return out
 
 
@@ -243,16 +244,28 @@ def rows(ctx: Context) -> list[dict[str, Any]]:
     """Every cost row (computed, not timed)."""
     from fantasy_kg.domain.estimate import load_series_tokens
 
-    series = _guide_series()
-    oz = corpus.oz_dir()
-    if oz is not None:
-        base = ctx.scenario_dir(NAME)
-        books = corpus.link_series(oz, base / "books" / "oz")
-        series += load_series_tokens(_sections_for(books, base / "oz_sections"))
     out: list[dict[str, Any]] = []
-    for s in series:
+    for s in _guide_series():
         for info in _models():
             out.append(_plan_row(s, info))
+    oz = corpus.oz_dir()
+    if oz is not None:
+        # Oz is sectioned for each context window in the catalog (a 200K model gets more,
+        # smaller sections, each carrying the prefix), counted with that model's tokenizer.
+        base = ctx.scenario_dir(NAME)
+        books = corpus.link_series(oz, base / "books" / "oz")
+        from fantasy_kg.domain.catalog import default_model, get_model
+
+        preferred = get_model(default_model())
+        by_window: dict[int, Any] = {}
+        for info in _models():
+            if info.context_window not in by_window:
+                counter = preferred if preferred.context_window == info.context_window else info
+                folder = base / f"oz_sections_{info.context_window}"
+                by_window[info.context_window] = load_series_tokens(
+                    _sections_for(books, folder, counter.id)
+                )[0]
+            out.append(_plan_row(by_window[info.context_window], info))
     out.extend(_local_run_rows(ctx))
     json.dumps(out)  # fail here, not in the parent, if something is not serializable
     return out
