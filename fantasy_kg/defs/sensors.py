@@ -22,15 +22,26 @@ Requesting exactly once, and recovering from a failed run:
   --partition <series>``.
 * A batch whose partition already has a run in progress (for example the run that submitted it
   and is waiting for it inline with the local backend) is left to that run.
+* A run killed by SIGKILL or the OOM killer never reports its end: it stays STARTED in the
+  instance, and nothing marks it failed (run monitoring cannot check the worker of a
+  ``dagster asset materialize`` run, nor of a run of the default launcher). Trusting its status
+  would leave the partition "busy" forever, so a queued-to-started run only counts while it is
+  alive. On a single-host instance (SQLite or in-memory run storage: every run's process is on
+  this machine) that means one of the processes its events came from (run worker, CLI process,
+  step workers) still exists; elsewhere, or while a run has no such event yet, it means its last
+  event is younger than ``stale_run_seconds``. A QUEUED run always counts: it has no process yet
+  and the run queue will start it.
 """
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 import dagster as dg
+import psutil
 
 from fantasy_kg.defs.keys import ATTEMPT_TAG, BATCH_ID_TAG, DOWNSTREAM_OF_BATCH, EXTRACTION_BATCH
 from fantasy_kg.defs.resources import AnthropicBatchResource
@@ -47,6 +58,19 @@ _ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+#: Seconds without any event after which a run whose processes cannot be checked counts as dead.
+DEFAULT_STALE_RUN_SECONDS = 1800.0
+
+#: Events whose ``pid`` is a process executing the run: the run worker or the CLI process that
+#: runs it in-process (RUN_START) and step processes (STEP_WORKER_STARTED, STEP_START).
+_PID_EVENTS = {
+    dg.DagsterEventType.RUN_START,
+    dg.DagsterEventType.STEP_WORKER_STARTED,
+    dg.DagsterEventType.STEP_START,
+}
+#: Run storages that only processes on this machine write to, so their pids are ours to check.
+_SINGLE_HOST_STORAGES = ("SqliteRunStorage", "InMemoryRunStorage")
 
 
 @dataclass
@@ -83,25 +107,68 @@ def _poll(res: AnthropicBatchResource, job: JobRecord) -> JobRecord:
 
 def _attempts_so_far(
     instance: dg.DagsterInstance, batch_id: str
-) -> tuple[int, dg.DagsterRun | None]:
+) -> tuple[int, dg.RunRecord | None]:
     """Highest attempt among the instance's runs for ``batch_id``, and the newest such run."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_ID_TAG: batch_id}))
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={BATCH_ID_TAG: batch_id}))
     highest = 0
-    for run in runs:
+    for record in records:
         try:
-            highest = max(highest, int(run.tags.get(ATTEMPT_TAG, "0")))
+            highest = max(highest, int(record.dagster_run.tags.get(ATTEMPT_TAG, "0")))
         except ValueError:
             continue
-    return highest, (runs[0] if runs else None)
+    return highest, (records[0] if records else None)
 
 
-def _partition_busy(instance: dg.DagsterInstance, series: str) -> dg.DagsterRun | None:
-    """A run of this series partition that is queued or running, if any."""
-    runs = instance.get_runs(
+def _pid_alive(pid: int, since: float) -> bool:
+    """Whether process ``pid`` exists here and is the one that wrote an event at ``since``.
+
+    A process created after the event has only inherited the number of a dead one.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return bool(proc.create_time() <= since + 1.0)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # exists, but cannot be inspected: do not call it dead
+
+
+def _run_alive(instance: dg.DagsterInstance, record: dg.RunRecord, stale_after: float) -> bool:
+    """Whether a run that the instance shows as queued-to-started is really still going.
+
+    A SIGKILLed or OOM-killed run stays STARTED forever (see the module docstring): on a
+    single-host instance its processes are checked, otherwise its last event must be recent.
+    """
+    run = record.dagster_run
+    if run.status == dg.DagsterRunStatus.QUEUED:
+        return True
+    if type(instance.run_storage).__name__ in _SINGLE_HOST_STORAGES:
+        first_seen: dict[int, float] = {}
+        for entry in instance.all_logs(run.run_id, of_type=_PID_EVENTS):
+            pid = entry.dagster_event.pid if entry.dagster_event is not None else None
+            if pid is not None:
+                first_seen.setdefault(pid, entry.timestamp)
+        if first_seen:
+            return any(_pid_alive(pid, ts) for pid, ts in first_seen.items())
+    newest = instance.get_records_for_run(run.run_id, ascending=False, limit=1).records
+    last = newest[0].event_log_entry.timestamp if newest else record.update_timestamp.timestamp()
+    return time.time() - last < stale_after
+
+
+def _partition_busy(
+    instance: dg.DagsterInstance, series: str, stale_after: float
+) -> dg.DagsterRun | None:
+    """A run of this series partition that is queued or running (and alive), if any."""
+    records = instance.get_run_records(
         filters=dg.RunsFilter(tags={"dagster/partition": series}, statuses=_ACTIVE_RUN_STATUSES),
-        limit=1,
+        limit=20,
     )
-    return runs[0] if runs else None
+    for record in records:
+        if _run_alive(instance, record, stale_after):
+            return record.dagster_run
+    return None
 
 
 def build_completion_sensor(
@@ -111,6 +178,7 @@ def build_completion_sensor(
     max_polls_per_tick: int = 50,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     partition_keys: Sequence[str] | None = None,
+    stale_run_seconds: float = DEFAULT_STALE_RUN_SECONDS,
 ) -> dg.SensorDefinition:
     """The sensor that requests the downstream assets of a batch once the batch has ended.
 
@@ -122,6 +190,9 @@ def build_completion_sensor(
         default_status: RUNNING so batches are picked up without a visit to the UI.
         partition_keys: Series the code location knows; job files of other series are ignored
             (a folder that was removed), since a run for an unknown partition cannot start.
+        stale_run_seconds: A queued-to-started run whose processes cannot be checked (run
+            storage shared between machines, or no process recorded yet) stops counting as
+            in progress after this long without an event (see the module docstring).
     """
     known = set(partition_keys) if partition_keys is not None else None
 
@@ -188,7 +259,11 @@ def build_completion_sensor(
                 continue
             highest, last_run = _attempts_so_far(context.instance, job.id)
             requested = max(highest, cursor.requested.get(job.id, 0))
-            if requested and (last_run is None or not last_run.is_finished):
+            running = last_run is not None and not last_run.dagster_run.is_finished
+            if running and last_run is not None:
+                # A results run killed without a trace counts as finished: it settled nothing.
+                running = _run_alive(context.instance, last_run, stale_run_seconds)
+            if requested and (last_run is None or running):
                 # Requested and not yet launched, or its run is still going: never ask twice.
                 waiting.append(f"{job.series} {job.id} (results run attempt {requested})")
                 continue
@@ -199,7 +274,7 @@ def build_completion_sensor(
                     f"'extraction_results*' --partition {job.series}`"
                 )
                 continue
-            busy = _partition_busy(context.instance, job.series)
+            busy = _partition_busy(context.instance, job.series, stale_run_seconds)
             if busy is not None:
                 waiting.append(f"{job.series} {job.id} (run {busy.run_id[:8]} in progress)")
                 continue

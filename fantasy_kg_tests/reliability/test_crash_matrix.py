@@ -377,16 +377,7 @@ def test_crash_in_a_dagster_materialization(data_dir: Path, tmp_path: Path) -> N
         assert dump_duckdb(data_dir / "fantasy_kg.duckdb")["entities"]
 
 
-KNOWN_ORPHANED_RUN = (
-    "fantasy_kg/defs/sensors.py _partition_busy: a run killed by SIGKILL/OOM stays STARTED in "
-    "the instance (no run monitoring for `dagster asset materialize` runs), so the completion "
-    "sensor answers 'run ... in progress' for that partition forever and never requests the "
-    "results run of its ended batch"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=KNOWN_ORPHANED_RUN)
 @pytest.mark.scenario(
     id="crash-dagster-orphaned-run-vs-sensor",
     injected="as crash-dagster-materialization-after_create; then the completion sensor ticks "
