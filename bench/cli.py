@@ -22,6 +22,7 @@ from bench.harness import (
     DEFAULT_WORK_DIR,
     Context,
     WorkerResult,
+    add_references,
     make_row,
     run_worker,
 )
@@ -74,8 +75,8 @@ def run_scenario(name: str, ctx: Context, timeout_s: float, verbose: bool) -> li
     for index, case in enumerate(module.cases(ctx)):
         repeats = str(case.repeats(ctx.quick))
         measured: dict[str, WorkerResult] = {}
-        for variant in ("baseline", "subject"):
-            label = case.baseline_label if variant == "baseline" else case.subject_label
+        labels = {"baseline": case.baseline_label, **case.references, "subject": case.subject_label}
+        for variant, label in labels.items():
             _log(f"[{name}] {case.name}: {variant} ({label}) x{repeats}")
             args = ["measure", "--scenario", name, "--case", str(index)]
             args += ["--variant", variant, "--repeats", repeats, *quick_flag]
@@ -86,7 +87,9 @@ def run_scenario(name: str, ctx: Context, timeout_s: float, verbose: bool) -> li
                 _log(f"    wall [{walls}] s, peak RSS {res.payload['peak_rss_mb']:.0f} MB")
             else:
                 _log(f"    {'skipped' if res.skipped else 'FAILED'}: {res.skipped or res.error}")
-        rows.append(make_row(case, measured["subject"], measured["baseline"], ctx.quick))
+        row = make_row(case, measured["subject"], measured["baseline"], ctx.quick)
+        add_references(row, case, measured)
+        rows.append(row)
     if hasattr(module, "derived_rows"):
         rows.extend(module.derived_rows(rows, ctx))
     return rows

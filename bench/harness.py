@@ -68,6 +68,8 @@ class Case:
     subject_label: str = ""
     baseline_label: str = ""
     note: str = ""
+    references: dict[str, str] = field(default_factory=dict)
+    """Extra variants measured like the baseline (name → label), shown beside the row."""
 
     def repeats(self, quick: bool) -> int:
         """How many times each variant runs in this mode."""
@@ -295,6 +297,33 @@ def make_row(
         row["ratio"] = None
     apply_targets(row, case.targets)
     return row
+
+
+def add_references(row: dict[str, Any], case: Case, measured: dict[str, "WorkerResult"]) -> None:
+    """Record extra reference measurements (median wall, RSS, ratio of the subject to each)."""
+    refs = []
+    for name, label in case.references.items():
+        res = measured.get(name)
+        if res is None or not res.ok:
+            why = "not run" if res is None else (res.skipped or res.error)
+            refs.append({"name": label, "status": "failed", "message": why})
+            continue
+        wall = median(res.payload["walls"])
+        ref: dict[str, Any] = {
+            "name": label,
+            "wall_s": wall,
+            "wall_s_runs": res.payload["walls"],
+            "peak_rss_mb": res.payload["peak_rss_mb"],
+            "details": res.payload.get("details", {}),
+        }
+        if isinstance(row.get("wall_s"), float) and wall > 0:
+            ref["subject_ratio"] = row["wall_s"] / wall
+        base = row.get("baseline", {}).get("wall_s")
+        if isinstance(base, float) and base > 0:
+            ref["baseline_ratio"] = wall / base
+        refs.append(ref)
+    if refs:
+        row["references"] = refs
 
 
 def apply_targets(row: dict[str, Any], targets: list[Target]) -> None:

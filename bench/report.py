@@ -88,10 +88,13 @@ def _baseline(row: dict[str, Any]) -> str:
 
 
 def _met(row: dict[str, Any]) -> str:
-    verdict = row.get("target_met")
     if row.get("status") not in (None, "ok"):
         return str(row.get("status"))
-    return {True: "met", False: "MISSED", None: "—"}[verdict]
+    words = {True: "met", False: "MISSED", None: "—"}
+    targets = row.get("targets", [])
+    if len(targets) > 1:
+        return "; ".join(words[t.get("met")] for t in targets)
+    return words[row.get("target_met")]
 
 
 def _target(row: dict[str, Any]) -> str:
@@ -169,8 +172,19 @@ def split_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict
 def _notes(results: dict[str, Any]) -> list[str]:
     notes = []
     for row in results.get("rows", []):
+        where = f"{row['scenario']} / {row.get('case', '')}"
         if row.get("note"):
-            notes.append(f"{row['scenario']} / {row.get('case', '')}: {row['note']}")
+            notes.append(f"{where}: {row['note']}")
+        for ref in row.get("references", []):
+            if "wall_s" not in ref:
+                notes.append(f"{where}: reference {ref['name']}: {ref.get('message', '')}")
+                continue
+            parts = [f"{fmt_seconds(ref['wall_s'])}"]
+            if "baseline_ratio" in ref:
+                parts.append(f"{ref['baseline_ratio']:.2f}× the baseline")
+            if "subject_ratio" in ref:
+                parts.append(f"the subject is {ref['subject_ratio']:.2f}× this")
+            notes.append(f"{where}: reference '{ref['name']}': " + ", ".join(parts))
     return notes
 
 

@@ -107,6 +107,7 @@ def cases(ctx: Context) -> list[Case]:
             params={"series": totals["series"]},
             subject_label="parse + validate + ground + resolve + load",
             baseline_label="DuckDB read_json",
+            references={"grounding_floor": "json.loads + one str.find per needle"},
             note=(
                 f"{totals['input_tokens'] / 1e6:.0f} M input tokens; items = "
                 f"{totals['entity_instances']:,} entity + {totals['relationship_instances']:,} "
@@ -220,7 +221,33 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
     return {
         "subject": Variant(run=subject, setup=setup, label=case.subject_label),
         "baseline": Variant(run=baseline, setup=setup, label=case.baseline_label),
+        "grounding_floor": Variant(
+            run=lambda _: grounding_floor(answers_dir, sections_dir),
+            label=case.references["grounding_floor"],
+        ),
     }
+
+
+def grounding_floor(answers_dir: Path, sections_dir: Path) -> dict[str, Any]:
+    """The least any grounding loader must do: parse each answer, find each needle once.
+
+    One ``str.find`` per mention and quote in its section's text (C speed, no normalization, no
+    fuzzy stage, nothing stored). A loader that grounds at all cannot be faster than this, so it
+    is the fair yardstick for the subject beside the ``read_json`` floor, which grounds nothing.
+    """
+    needles = found = 0
+    for path in sorted(answers_dir.glob("*.json")):
+        answer = json.loads(path.read_text(encoding="utf-8"))
+        text = (sections_dir / f"{path.stem}.txt").read_text(encoding="utf-8")
+        for entity in answer["entities"]:
+            for surface in entity["mentions"]:
+                needles += 1
+                found += text.find(surface) >= 0
+        for rel in answer["relationships"]:
+            for quote in rel["evidence"]:
+                needles += 1
+                found += text.find(quote) >= 0
+    return {"needles": needles, "found_exactly": found}
 
 
 # ------------------------------------------------------------------------------------------
