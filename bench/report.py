@@ -5,6 +5,7 @@ Two tables: timed rows (wall time, throughput, memory, baseline, ratio, target) 
 """
 
 import math
+from pathlib import Path
 from typing import Any
 
 TIMED_COLUMNS = [
@@ -251,17 +252,43 @@ def print_tables(results: dict[str, Any]) -> None:
         console.print(f"note: {note}")
 
 
+BEGIN = "<!-- BEGIN TABLE (python -m bench.report) -->"
+END = "<!-- END TABLE -->"
+
+
+def update_file(path: Path, table: str) -> bool:
+    """Replace the text between the table markers of ``path``; False when it has no markers."""
+    text = path.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}", encoding="utf-8")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.report [results.json]``: print the saved results as Markdown."""
+    """``python -m bench.report [results.json] [--update-readme]``: the results as Markdown.
+
+    ``--update-readme`` writes the tables between the markers of ``bench/README.md`` and
+    ``docs/readme_parts/bench.md`` instead of printing them.
+    """
     import json
     import sys
-    from pathlib import Path
 
-    from bench.harness import DEFAULT_RESULTS
+    from bench.harness import BENCH_DIR, DEFAULT_RESULTS, REPO_ROOT
 
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else DEFAULT_RESULTS
-    print(markdown(json.loads(path.read_text(encoding="utf-8"))))
+    update = "--update-readme" in args
+    files = [a for a in args if a != "--update-readme"]
+    path = Path(files[0]) if files else DEFAULT_RESULTS
+    table = markdown(json.loads(path.read_text(encoding="utf-8")))
+    if not update:
+        print(table)
+        return 0
+    for target in (BENCH_DIR / "README.md", REPO_ROOT / "docs" / "readme_parts" / "bench.md"):
+        if target.exists() and update_file(target, table):
+            print(f"updated {target}", file=sys.stderr)
     return 0
 
 
