@@ -16,6 +16,15 @@ What it adds:
   a batch created inside the submission window with the same request count before anything is
   sent again. A re-run with the same manifest reuses the existing job or reconciles a ``pending``
   intent; a crash at any point followed by a re-run submits nothing twice.
+* **Late creates are canceled.** A create that timed out may still be carried out by the server
+  after the client gave up, and after the retry created the batch again. So after a failure that
+  may land late the list is searched several times before creating again; after a timeout the
+  submission keeps watching for ``late_create_grace`` seconds; and until an hour has passed,
+  every status, poll, retrieve and re-run of that manifest's batch looks again. A batch found
+  this way (inside the submission window, the manifest's request count, claimed by no job file or
+  other intent) is canceled, which bills nothing while it is still queued (reference §10: "If a
+  duplicate is found, cancel() it"), and recorded in the intent and the job file; it is never
+  adopted, processed or counted in cost.
 * **Every result handled** (invariant 2): see :mod:`fantasy_kg.llm.results`. Truncated answers are
   split in two and resubmitted, retryable failures go into one follow-up batch
   (:meth:`AnthropicBatchProvider.create_followup`), and at the end
@@ -87,6 +96,14 @@ GUIDE_JOBS_DIR = "data/batch_jobs"
 CLOCK_SKEW = timedelta(seconds=120)
 DEFAULT_TIMEOUT = 600.0
 RESULTS_REFETCHES = 4
+#: Extra list calls (with backoff) after a failed create that may land late, before creating again.
+RECONCILE_RETRIES = 2
+#: How long after a failed create status, poll, retrieve and re-runs look for a late batch.
+LATE_CREATE_HORIZON = timedelta(hours=1)
+#: Seconds between list calls while a submission watches for a timed-out create to land.
+LATE_SWEEP_INTERVAL = 0.5
+#: Transport errors raised before the request left the client: the server never saw it.
+_NOT_SENT_ERRORS = ("ConnectError", "ConnectTimeout", "PoolTimeout")
 
 
 class ResultsArchivedError(UserError):
@@ -120,6 +137,34 @@ def _ambiguous(exc: BaseException) -> bool:
         return True
     if isinstance(exc, anthropic.APIStatusError):
         return exc.status_code >= 500 or exc.status_code in (408, 409)
+    return False
+
+
+def _may_land_late(exc: BaseException) -> bool:
+    """Whether a failed create may still create its batch later, after the client gave up.
+
+    A connection that failed before the request was sent cannot; neither can an answer from the
+    API itself (a 500 or 529 means the work is decided, and reconciling at once finds a batch it
+    created). A timeout, a connection dropped after sending, or a gateway's 502/504/408 can:
+    the API may still be working on the request.
+    """
+    if isinstance(exc, anthropic.APIConnectionError):
+        return type(exc.__cause__).__name__ not in _NOT_SENT_ERRORS
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.status_code in (408, 502, 504)
+    return False
+
+
+def _still_working(exc: BaseException) -> bool:
+    """Whether the server was demonstrably still working on the request when the client quit.
+
+    A read timeout (or a gateway timeout) means exactly that, so the batch may appear any moment:
+    the submission waits for it instead of leaving it to a later call.
+    """
+    if isinstance(exc, anthropic.APITimeoutError):
+        return type(exc.__cause__).__name__ not in _NOT_SENT_ERRORS
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.status_code in (408, 504)
     return False
 
 
@@ -161,6 +206,21 @@ def _as_datetime(value: Any) -> datetime | None:
         return None
 
 
+def _could_own(other: IntentRecord, created: datetime) -> bool:
+    """Whether a batch created at ``created`` may belong to another submission ``other``.
+
+    ``other`` is in flight or crashed (pending) or may itself have a late create: any batch of its
+    size created after its window opened (until its own ``watch_until``) could be its own.
+    """
+    start = _as_datetime(other.window_start)
+    if start is None or created < start - CLOCK_SKEW:
+        return False
+    if other.state == "pending":
+        return True
+    until = _as_datetime(other.watch_until)
+    return until is not None and created <= until + CLOCK_SKEW
+
+
 def _describe_status_error(exc: anthropic.APIStatusError) -> str:
     """One line about an HTTP error (the SDK message carries the API's, never the key)."""
     msg = str(getattr(exc, "message", "") or exc).splitlines()[0]
@@ -188,6 +248,8 @@ class AnthropicBatchProvider:
         retry_base_delay: First backoff delay in seconds (tests make it small).
         max_batch_requests: Requests per batch before splitting (API limit 100,000).
         max_batch_bytes: Body bytes per batch before splitting (API limit 256 MB).
+        late_create_grace: After a create timed out and was made again, how long (seconds) the
+            submission keeps looking for the timed-out request's batch to cancel it.
     """
 
     def __init__(
@@ -205,6 +267,7 @@ class AnthropicBatchProvider:
         retry_base_delay: float = 1.0,
         max_batch_requests: int = MAX_REQUESTS_PER_BATCH,
         max_batch_bytes: int = MAX_BATCH_BYTES - 64 * 1024,
+        late_create_grace: float = 30.0,
     ) -> None:
         from fantasy_kg.llm.backend import make_async_client, resolve_backend
 
@@ -215,6 +278,7 @@ class AnthropicBatchProvider:
         self.retry_base_delay = retry_base_delay
         self.max_batch_requests = max_batch_requests
         self.max_batch_bytes = max_batch_bytes
+        self.late_create_grace = late_create_grace
         if client is not None:
             self.client = client
             self.backend = backend if backend != "auto" else "anthropic"
@@ -350,6 +414,7 @@ class AnthropicBatchProvider:
             intent = self.store.load_intent(mhash)
             if intent is not None and intent.state == "created" and intent.batch_id:
                 job = await self._job_for_intent(intent, group, output_dir, series_name)
+                await self._sweep_late_duplicates(intent, job.id)
                 if not (force_new and job.is_ended):
                     logger.info(
                         "manifest %s already submitted as batch %s: reusing it",
@@ -399,7 +464,13 @@ class AnthropicBatchProvider:
             history = list(intent.history) if intent is not None else []
             if intent is not None and intent.state in ("created", "done") and intent.batch_id:
                 history.append({"batch_id": intent.batch_id, "state": intent.state})
+            # What an interrupted submission left to watch for stays watched (and its canceled
+            # duplicates stay claimed, so no reconciliation ever adopts one).
+            interrupted = intent is not None and intent.state == "pending"
             intent = IntentRecord(
+                late_possible=intent.late_possible if interrupted and intent else 0,
+                watch_until=intent.watch_until if interrupted and intent else None,
+                duplicate_batch_ids=list(intent.duplicate_batch_ids) if intent else [],
                 manifest_hash=mhash,
                 custom_ids=[r.custom_id for r in group],
                 model=model,
@@ -414,9 +485,9 @@ class AnthropicBatchProvider:
                 payload_file=str(payload),
             )
             self.store.save_intent(intent)
-            batch, reconciled = await self._create_with_reconcile(group, intent)
+            batch, reconciled, watch_until = await self._create_with_reconcile(group, intent)
             failpoint("after_create")
-            return self._persist_new_job(
+            job = self._persist_new_job(
                 batch,
                 group,
                 output_dir,
@@ -430,6 +501,32 @@ class AnthropicBatchProvider:
                 intent,
                 reconciled=reconciled,
             )
+            if watch_until is not None and intent.late_possible > 0:
+                await self._watch_for_late_create(intent, job.id, watch_until)
+                if intent.duplicate_batch_ids:
+                    job = self.store.load(job.id)
+            return job
+
+    async def _watch_for_late_create(
+        self, intent: IntentRecord, keep_id: str, until: datetime
+    ) -> None:
+        """Look for the batch of a timed-out create until it shows up or ``until`` passes.
+
+        The server was still working on that request when the client gave up, so its batch may
+        appear any moment, next to the one just created. Caught while it is queued, a cancel
+        bills nothing; later calls keep looking (see :meth:`_sweep_late_duplicates`).
+        """
+        logger.warning(
+            "a create of manifest %s timed out and may still land: watching for its batch for up "
+            "to %.0f s to cancel it",
+            intent.manifest_hash[:12],
+            max(0.0, (until - utcnow()).total_seconds()),
+        )
+        while True:
+            await self._sweep_late_duplicates(intent, keep_id)
+            if intent.late_possible <= 0 or utcnow() >= until:
+                return
+            await asyncio.sleep(LATE_SWEEP_INTERVAL)
 
     def _persist_new_job(
         self,
@@ -557,10 +654,16 @@ class AnthropicBatchProvider:
 
     async def _create_with_reconcile(
         self, group: list[PreparedRequest], intent: IntentRecord
-    ) -> tuple[Any, bool]:
-        """Call create (SDK retries off); after an ambiguous failure, reconcile before retrying."""
+    ) -> tuple[Any, bool, datetime | None]:
+        """Call create (SDK retries off); after an ambiguous failure, reconcile before retrying.
+
+        Returns:
+            The batch, whether it was adopted by reconciliation, and until when the submission
+            should watch for the batch of a timed-out create (``None``: no create timed out).
+        """
         bodies = [r.body for r in group]
         last_error: BaseException | None = None
+        watch_until: datetime | None = None
         for n in range(self.create_attempts):
             intent.create_attempts += 1
             intent.window_end = None
@@ -603,19 +706,33 @@ class AnthropicBatchProvider:
                     else type(exc).__name__
                 )
                 logger.warning("batch create failed ambiguously (%s): reconciling", what)
+                late = _may_land_late(exc)
+                if late:
+                    intent.late_possible += 1
+                    intent.watch_until = (utcnow() + LATE_CREATE_HORIZON).isoformat()
+                    self.store.save_intent(intent)
+                    if _still_working(exc):
+                        watch_until = utcnow() + timedelta(seconds=self.late_create_grace)
                 adopted = await self._reconcile(intent)
+                # The request may still be on its way to the server: look again before creating.
+                for k in range(RECONCILE_RETRIES if late else 0):
+                    if adopted is not None:
+                        break
+                    await asyncio.sleep(_backoff(k, self.retry_base_delay))
+                    adopted = await self._reconcile(intent)
                 if adopted is not None:
                     logger.warning(
                         "the server had accepted the batch despite the error: adopting %s",
                         adopted.id,
                     )
-                    return adopted, True
-                delay = _retry_after(exc) if isinstance(exc, anthropic.APIStatusError) else None
-                delay = delay if delay is not None else _backoff(n, self.retry_base_delay)
-                await asyncio.sleep(delay)
+                    return adopted, True, watch_until
+                if not late:
+                    delay = _retry_after(exc) if isinstance(exc, anthropic.APIStatusError) else None
+                    delay = delay if delay is not None else _backoff(n, self.retry_base_delay)
+                    await asyncio.sleep(delay)
                 continue
             intent.window_end = utcnow().isoformat()
-            return batch, False
+            return batch, False, watch_until
         intent.state = "pending"
         self.store.save_intent(intent)
         raise UserError(
@@ -641,8 +758,9 @@ class AnthropicBatchProvider:
 
         Lists batches newest first and keeps those created inside the submission window (with
         :data:`CLOCK_SKEW` either side) whose request count equals the manifest's and which no job
-        file already claims. One match is adopted; with several (the SDK retried on its own
-        somewhere), the oldest is adopted and the others are canceled as duplicates.
+        file or intent already claims (a canceled duplicate is never adopted). One match is
+        adopted; with several (two creates both landed), the oldest is adopted and the others are
+        canceled as duplicates and recorded in the intent.
         """
         start = _as_datetime(intent.window_start)
         if start is None:
@@ -650,7 +768,7 @@ class AnthropicBatchProvider:
         end_raw = _as_datetime(intent.window_end)
         end = (end_raw or start + timedelta(seconds=self.timeout)) + CLOCK_SKEW
         lower = start - CLOCK_SKEW
-        known = self.store.known_batch_ids()
+        known = self._claimed_batch_ids()
         candidates = []
         try:
             async for batch in self.client.messages.batches.list(limit=100):
@@ -673,15 +791,101 @@ class AnthropicBatchProvider:
             return None
         candidates.sort(key=lambda b: (_as_datetime(b.created_at), b.id))
         keep, dupes = candidates[0], candidates[1:]
-        for dupe in dupes:
-            logger.warning(
-                "canceling duplicate batch %s of manifest %s", dupe.id, intent.manifest_hash[:12]
-            )
-            try:
-                await self.client.messages.batches.cancel(dupe.id)
-            except anthropic.APIError:
-                logger.warning("could not cancel duplicate batch %s", dupe.id)
+        intent.late_possible = max(0, intent.late_possible - len(candidates))
+        await self._cancel_duplicates(intent, dupes)
         return keep
+
+    def _claimed_batch_ids(self) -> set[str]:
+        """Batches that belong to some job file or intent here: never adopted or canceled."""
+        claimed = self.store.known_batch_ids()
+        for other in self.store.all_intents():
+            claimed |= other.claimed_batch_ids()
+        return claimed
+
+    async def _cancel_duplicates(self, intent: IntentRecord, dupes: Sequence[Any]) -> None:
+        """Cancel batches that repeat ``intent``'s manifest and record them in the intent."""
+        for dupe in dupes:
+            if str(dupe.processing_status) == BatchProcessingStatus.ENDED.value:
+                logger.error(
+                    "batch %s duplicates manifest %s and has already ended: its results are "
+                    "ignored, but the API bills what it ran",
+                    dupe.id,
+                    intent.manifest_hash[:12],
+                )
+            else:
+                logger.warning(
+                    "canceling duplicate batch %s of manifest %s",
+                    dupe.id,
+                    intent.manifest_hash[:12],
+                )
+                try:
+                    await self.client.messages.batches.cancel(dupe.id)
+                except anthropic.APIError:
+                    logger.warning("could not cancel duplicate batch %s", dupe.id)
+            if dupe.id not in intent.duplicate_batch_ids:
+                intent.duplicate_batch_ids.append(dupe.id)
+        if dupes:
+            self.store.save_intent(intent)
+
+    async def _sweep_late_duplicates(self, intent: IntentRecord, keep_id: str) -> None:
+        """Cancel a batch that an earlier failed create of ``intent`` made after all.
+
+        Runs (caller holds the manifest lock) while the intent counts failed creates that may
+        land late and its ``watch_until`` has not passed. A candidate is created inside the
+        submission window, has the manifest's request count, and is claimed by no job file or
+        intent; one that another in-flight submission of the same size could own is left alone.
+        List errors are only logged: the next status, poll or re-run looks again.
+        """
+        until = _as_datetime(intent.watch_until)
+        start = _as_datetime(intent.window_start)
+        if intent.late_possible <= 0 or until is None or start is None or utcnow() > until:
+            return
+        lower, upper = start - CLOCK_SKEW, until + CLOCK_SKEW
+        claimed = self._claimed_batch_ids() | {keep_id}
+        rivals = [
+            other
+            for other in self.store.all_intents()
+            if other.manifest_hash != intent.manifest_hash
+            and other.request_count == intent.request_count
+            and (other.state == "pending" or other.late_possible > 0)
+        ]
+        found = []
+        try:
+            async for batch in self.client.messages.batches.list(limit=100):
+                created = _as_datetime(batch.created_at)
+                if created is None:
+                    continue
+                if created < lower:
+                    break
+                if created > upper or batch.id in claimed:
+                    continue
+                if sum(batch.request_counts.model_dump().values()) != intent.request_count:
+                    continue
+                if any(_could_own(other, created) for other in rivals):
+                    logger.warning(
+                        "batch %s could be a late create of manifest %s or of another submission "
+                        "in flight: left alone for now",
+                        batch.id,
+                        intent.manifest_hash[:12],
+                    )
+                    continue
+                found.append(batch)
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            logger.warning(
+                "could not list batches to look for a late create (%s): will look again later",
+                type(exc).__name__,
+            )
+            return
+        if not found:
+            return
+        intent.late_possible = max(0, intent.late_possible - len(found))
+        await self._cancel_duplicates(intent, found)
+        if self.store.exists(keep_id):
+            job = self.store.load(keep_id)
+            job.duplicate_batch_ids = list(
+                dict.fromkeys([*job.duplicate_batch_ids, *(b.id for b in found)])
+            )
+            self.store.save(job)
 
     # ======================================================================================
     # Status
@@ -705,10 +909,30 @@ class AnthropicBatchProvider:
             job = self.store.load(batch_id)
             job.update_from_batch(batch)
             self.store.save(job)
+            await self._sweep_for_job(job)
             return job
         job = JobRecord(id=batch.id, output_dir="", model="", backend=self.backend)
         job.update_from_batch(batch)
         return job
+
+    async def _sweep_for_job(self, job: JobRecord) -> None:
+        """Look for a late create of ``job``'s manifest if its submission had one pending.
+
+        Skipped when another process holds the manifest lock (it is submitting or sweeping).
+        """
+        if not job.manifest_hash:
+            return
+        intent = self.store.load_intent(job.manifest_hash)
+        if intent is None or intent.late_possible <= 0 or intent.batch_id != job.id:
+            return
+        with self.store.lock(job.manifest_hash, blocking=False) as locked:
+            if not locked:
+                return
+            intent = self.store.load_intent(job.manifest_hash)
+            if intent is not None and intent.batch_id == job.id:
+                await self._sweep_late_duplicates(intent, job.id)
+                if intent.duplicate_batch_ids:
+                    job.duplicate_batch_ids = self.store.load(job.id).duplicate_batch_ids
 
     async def poll_until_complete(
         self,

@@ -241,6 +241,9 @@ class JobRecord(_ItemAccess):
     retry_batch_ids: list[str] = Field(default_factory=list)
     sibling_batch_ids: list[str] = Field(default_factory=list)
     reconciled: bool = False
+    #: Batches the server created for this job's manifest besides this one (a timed-out create
+    #: that landed late): canceled, never processed, never counted in cost.
+    duplicate_batch_ids: list[str] = Field(default_factory=list)
     submitted_at: str | None = None
     updated_at: str | None = None
     estimated_cost: Cost | None = None
@@ -305,6 +308,13 @@ class IntentRecord(BaseModel):
         output_dir: Where results go.
         parent_batch_id: For follow-up batches: the batch whose failures they retry.
         attempt: Attempt number of the batch.
+        late_possible: Failed create calls that may still create a batch on the server later
+            (a timeout, a dropped connection: the request may be landing after the client gave
+            up) and whose batch has not been found yet; while above 0, status, poll, retrieve
+            and re-runs look for such a batch until ``watch_until`` and cancel it.
+        watch_until: When to stop looking for a late batch.
+        duplicate_batch_ids: Batches found besides ``batch_id`` for this manifest: canceled
+            duplicates, never adopted or processed.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -323,6 +333,17 @@ class IntentRecord(BaseModel):
     parent_batch_id: str | None = None
     attempt: int = 1
     history: list[dict[str, Any]] = Field(default_factory=list)
+    late_possible: int = 0
+    watch_until: str | None = None
+    duplicate_batch_ids: list[str] = Field(default_factory=list)
+
+    def claimed_batch_ids(self) -> set[str]:
+        """Every batch this intent knows as its own: current, earlier and duplicates."""
+        ids = {str(h.get("batch_id")) for h in self.history if h.get("batch_id")}
+        ids.update(self.duplicate_batch_ids)
+        if self.batch_id:
+            ids.add(self.batch_id)
+        return ids
 
 
 def manifest_hash(requests: Sequence[PreparedRequest], model: str) -> str:
@@ -428,20 +449,31 @@ class JobStore:
         return out
 
     @contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Exclusive inter-process lock ``<jobs_dir>/locks/<name>.lock`` (blocking).
+    def lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
+        """Exclusive inter-process lock ``<jobs_dir>/locks/<name>.lock``.
 
         Two processes submitting the same manifest at once (a Dagster run and a CLI call) are
         serialized, so the second sees the first's intent and reuses its batch.
+
+        Args:
+            name: Lock name (a manifest hash).
+            blocking: False to yield ``False`` at once when another process holds the lock
+                (housekeeping that can wait for a later call).
         """
         path = paths.confined(self.root, "locks", f"{name}.lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        locked = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                pass
+            yield locked
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     # --- payloads --------------------------------------------------------------------------

@@ -38,7 +38,9 @@ append their request log to ``<state_dir>/requests_log.jsonl``; read it with
 processes ("fail the first create ever", not "in every process").
 
 Useful server options (``start_local_server(..., **options)``): ``clock`` (inject time for
-24-hour expiry / 29-day archive), ``min_processing_seconds`` (stay ``in_progress`` that long),
+24-hour expiry / 29-day archive), ``min_processing_seconds`` (stay ``in_progress`` that long; with
+the wall clock the first half of it, at most 2 s, is spent queued with no request answered, so a
+cancel then cancels every request: ``queue_seconds`` overrides),
 ``per_request_seconds`` (slow processing, for cancel tests), ``process_batches=False`` (hold
 batches in progress), ``require_key`` (401 for other keys), ``max_batch_body_bytes`` /
 ``max_batch_requests`` (small limits for 413/400 tests).

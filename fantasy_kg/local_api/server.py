@@ -58,7 +58,13 @@ from fantasy_kg.local_api.protocol import (
     not_found,
     utc_now,
 )
-from fantasy_kg.local_api.store import MAX_REQUESTS, BatchOptions, BatchStore, validate_create_body
+from fantasy_kg.local_api.store import (
+    MAX_REQUESTS,
+    BatchOptions,
+    BatchStore,
+    default_queue_seconds,
+    validate_create_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +408,9 @@ class LocalServer:
         clock: Current time, injectable for expiry and archive tests.
         require_key: When set, only this API key is accepted (others get 401).
         min_processing_seconds: Batches do not end before this long after creation.
+        queue_seconds: No request of a batch runs before this long after creation (a cancel
+            until then cancels every request). ``None``: half of ``min_processing_seconds``, at
+            most 2 s, and 0 with an injected ``clock`` (see :func:`default_queue_seconds`).
         per_request_seconds: Simulated processing time per batch request (real sleep).
         max_batch_body_bytes: 413 above this create body size (256 MB like the real API).
         max_batch_requests: 400 above this many requests (100,000 like the real API).
@@ -427,6 +436,7 @@ class LocalServer:
         require_key: str | None = None,
         min_processing_seconds: float = 0.0,
         per_request_seconds: float = 0.0,
+        queue_seconds: float | None = None,
         max_batch_body_bytes: int = MAX_BATCH_BODY_BYTES,
         max_batch_requests: int = MAX_REQUESTS,
         process_batches: bool = True,
@@ -449,7 +459,11 @@ class LocalServer:
         self.answerer = Answerer(responder or default_responder, self.faults.plan.thinking)
         self.timed_cache = TimedCache(clock)
         self.require_key = require_key
-        self.options = BatchOptions(min_processing_seconds, per_request_seconds)
+        if queue_seconds is None:
+            queue_seconds = default_queue_seconds(
+                min_processing_seconds, wall_clock=clock is utc_now
+            )
+        self.options = BatchOptions(min_processing_seconds, per_request_seconds, queue_seconds)
         self.max_batch_body_bytes = max_batch_body_bytes
         self.max_batch_requests = max_batch_requests
         self.process_batches = process_batches

@@ -21,7 +21,9 @@ Results are appended in request order, so the number of complete lines is the pr
 cursor; a process killed mid-line leaves a partial line that the next claimant truncates.
 Semantics follow the real API (reference/anthropic_api.md §1, §11): counts stay
 ``processing = N`` until the whole batch ends; ``ended`` sets ``ended_at``, the final counts and an
-absolute ``results_url``; cancel goes ``canceling`` → ``ended`` with unprocessed requests
+absolute ``results_url``; a batch may first wait in a queue (:attr:`BatchOptions.queue_seconds`)
+before any request runs, so a cancel right after create cancels every request, as it does for a
+real batch that takes minutes; cancel goes ``canceling`` → ``ended`` with unprocessed requests
 ``canceled``; 24 hours after creation unprocessed requests become ``expired``; 29 days after
 creation the batch is archived and its results can no longer be downloaded.
 """
@@ -67,6 +69,10 @@ _BATCH_ID_RE = re.compile(r"^msgbatch_[A-Za-z0-9]{1,64}$")
 _TYPE_RE = re.compile(rb'"result": \{"type": "(\w+)"')
 _OFFSET = struct.Struct("<q")
 _STALE_SECONDS = 300
+#: Upper bound of the default queue time (see :func:`default_queue_seconds`): long enough for a
+#: client to find and cancel a batch it created by accident (the exactly-once tests), short
+#: enough not to slow tests that wait for results.
+MAX_QUEUE_SECONDS = 2.0
 
 Processor = Callable[[dict[str, Any], dict[str, Any], BatchCache], dict[str, Any]]
 """(batch record, request ``{custom_id, params}``, batch cache) → that request's ``result``."""
@@ -78,12 +84,29 @@ class BatchOptions:
 
     Attributes:
         min_processing_seconds: The batch does not end before ``created_at`` + this.
+        queue_seconds: No request of the batch runs before ``created_at`` + this.
         per_request_seconds: Real-time sleep per processed request (to keep requests unprocessed
             long enough for cancel/expiry tests).
     """
 
     min_processing_seconds: float = 0.0
     per_request_seconds: float = 0.0
+    queue_seconds: float = 0.0
+
+
+def default_queue_seconds(min_processing_seconds: float, *, wall_clock: bool) -> float:
+    """How long a new batch waits before its first request runs, unless a server says otherwise.
+
+    A real batch runs for minutes, so a duplicate canceled soon after create bills nothing; an
+    emulator that answers every request within milliseconds of create could never show that. So a
+    batch held ``in_progress`` for a while queues for the first half of it (at most
+    :data:`MAX_QUEUE_SECONDS`). Not without a minimum processing time (the production local
+    backend answers at once), and not with an injected clock: time then stands still until the
+    test moves it by hours, and a queue would only pile every batch's work onto that moment.
+    """
+    if not wall_clock:
+        return 0.0
+    return min(max(0.0, min_processing_seconds) / 2, MAX_QUEUE_SECONDS)
 
 
 def validate_create_body(body: Any, max_requests: int = MAX_REQUESTS) -> list[dict[str, Any]]:
@@ -267,6 +290,7 @@ class BatchStore:
                 "api_version": api_version,
                 "betas": list(betas),
                 "not_before": rfc3339(now + timedelta(seconds=opts.min_processing_seconds)),
+                "start_after": rfc3339(now + timedelta(seconds=opts.queue_seconds)),
                 "per_request_seconds": opts.per_request_seconds,
                 "overrides": overrides or {},
             }
@@ -510,7 +534,8 @@ class BatchStore:
         total = int(record["request_count"])
         cursor = self._cursor(batch_id, folder)
         progressed = False
-        if cursor < total and process_requests:
+        queued = self.clock() < parse_rfc3339(record.get("start_after") or record["created_at"])
+        if cursor < total and process_requests and not queued:
             cursor, progressed, stop = self._process(
                 record, folder, processor, cursor, budget_seconds, should_stop
             )

@@ -84,14 +84,6 @@ def _provider(rig: Rig, **kw: Any) -> AnthropicBatchProvider:
     )
 
 
-KNOWN_DUPLICATE_ON_LATE_CREATE = (
-    "fantasy_kg/llm/batch_provider.py _create_with_reconcile: after a create times out it "
-    "reconciles once, then creates again; the first request still lands on the server later "
-    "and nothing ever cancels that duplicate, so the sections are billed twice"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KNOWN_DUPLICATE_ON_LATE_CREATE)
 @pytest.mark.scenario(
     id="net-slow-create-past-timeout",
     injected="the server sleeps 3 s before handling batch create; client timeout 1 s (the "
