@@ -303,6 +303,17 @@ def _materialize_together(
     """Start one ``dagster asset materialize`` per partition at the same moment; wait for all."""
     home.mkdir(parents=True, exist_ok=True)
     env = subprocess_env(data_dir, DAGSTER_HOME=str(home))
+    # Dagster creates its SQLite storage on first use and two processes doing that at the same
+    # moment race on `CREATE TABLE` ("table secondary_indexes already exists") inside Dagster.
+    # A real DAGSTER_HOME is initialized once (by `dagster dev` or a first run), so do that here;
+    # the scenario is about our concurrency (batch submission, DuckDB writes), not Dagster's.
+    subprocess.run(
+        [sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"],
+        env=env,
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=120,
+    )
     procs = [
         subprocess.Popen(
             [
