@@ -117,6 +117,28 @@ def build_prompt(
     return PromptParts(prefix=render_prefix(series_name, ontology), section=section)
 
 
+def build_prompt_versioned(
+    *,
+    series_name: str,
+    ontology: Ontology,
+    book_names: list[str],
+    section_id: str,
+    text: str,
+    model: str,
+) -> tuple[PromptParts, str]:
+    """:func:`build_prompt` and :func:`prompt_version` together, serializing the ontology once.
+
+    Both memos are keyed on the ontology's JSON; a request builder needs both for every section,
+    and producing that JSON twice was a fifth of request building at 100,000 requests.
+    """
+    ontology_json = ontology.model_dump_json()
+    section = SECTION_TEMPLATE.format(
+        book_names=", ".join(book_names), section_id=section_id, text=text
+    )
+    parts = PromptParts(prefix=_render_prefix(series_name, ontology_json), section=section)
+    return parts, _prompt_version(ontology_json, model)
+
+
 def split_prompt(prompt: str) -> PromptParts | None:
     """Find the cache boundary in a single-string prompt, or ``None`` if there is none.
 

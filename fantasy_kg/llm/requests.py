@@ -17,9 +17,11 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from json.encoder import encode_basestring as _encode_basestring
 from typing import Any, Literal
 
 import anthropic
@@ -30,8 +32,8 @@ from fantasy_kg.domain.errors import PreflightError
 from fantasy_kg.domain.pricing import Cost, TokenUsage, price_usage
 from fantasy_kg.domain.prompts import (
     SECTION_MARKER,
-    build_prompt,
-    prompt_version,
+    PromptParts,
+    build_prompt_versioned,
     split_prompt,
 )
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology, WireExtractionResult
@@ -135,9 +137,36 @@ def build_extraction_batch_request(
     Raises:
         ConfigError: unknown model.
     """
+    return _batch_request(
+        custom_id,
+        prompt,
+        split_prompt(prompt),
+        model,
+        schema,
+        max_tokens,
+        temperature,
+        effort=effort,
+        cache_ttl=cache_ttl,
+        api_version=api_version,
+    )
+
+
+def _batch_request(
+    custom_id: str,
+    prompt: str,
+    parts: PromptParts | None,
+    model: str,
+    schema: type[BaseModel],
+    max_tokens: int,
+    temperature: float | None,
+    *,
+    effort: str | None,
+    cache_ttl: CacheTTL | None,
+    api_version: str,
+) -> dict[str, Any]:
+    """:func:`build_extraction_batch_request` with the prompt already split (``parts``)."""
     info = get_model(model)
     params: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
-    parts = split_prompt(prompt)
     cache_control: dict[str, str] | None = (
         {"type": "ephemeral", "ttl": cache_ttl} if cache_ttl is not None else None
     )
@@ -285,17 +314,22 @@ def build_section_request(
     extra = section.meta.model_extra or {}
     name = series_name or ontology.name or str(extra.get("series_name", ""))
     name = name or section.meta.series
-    parts = build_prompt(
+    parts, version = build_prompt_versioned(
         series_name=name,
         ontology=ontology,
         book_names=list(section.meta.books),
         section_id=section.section_id,
         text=section.text,
+        model=model,
     )
     cid = make_custom_id(custom_id or section.stem, used_ids)
-    body = build_extraction_batch_request(
+    # Splitting the rendered prompt again finds exactly these parts unless the prefix itself
+    # holds the marker (only a pathological series name could); then take the guide's path.
+    direct = _splits_back(parts.prefix)
+    body = _batch_request(
         cid,
-        parts.render(),
+        "" if direct else parts.render(),
+        parts if direct else split_prompt(parts.render()),
         model,
         ExtractionResult,
         max_tokens,
@@ -311,9 +345,21 @@ def build_section_request(
         series=section.meta.series,
         section_path=str(section.path),
         sha256=section.meta.sha256 or text_sha256(section.text),
-        prompt_version=prompt_version(ontology, model),
+        prompt_version=version,
     )
     return PreparedRequest(body=body, meta=meta)
+
+
+def _splits_back(prefix: str) -> bool:
+    """True when ``split_prompt(PromptParts(prefix, s).render())`` returns ``prefix`` and ``s``.
+
+    The split is at the first marker, so it lands at the join unless the marker occurs in the
+    prefix or starts inside its tail.
+    """
+    tail = prefix[-len(SECTION_MARKER) :]
+    return SECTION_MARKER not in prefix and (tail + SECTION_MARKER).find(SECTION_MARKER) == len(
+        tail
+    )
 
 
 def as_prepared(requests: Iterable[dict[str, Any] | PreparedRequest]) -> list[PreparedRequest]:
@@ -360,6 +406,99 @@ def request_bytes(body: dict[str, Any]) -> int:
     if "\\u" not in text:
         return len(text)
     return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+class _NotSizable(Exception):
+    """A value the structural sizer does not handle; the caller falls back to ``json.dumps``."""
+
+
+#: Shared strings at least this long are memoized by value (the prompt prefix).
+_MEMO_STR_CHARS = 256
+#: A container with more references than this is taken as shared between bodies.
+_SHARED_REFS = 8
+
+
+class _BodySizer:
+    """:func:`request_bytes` for many bodies, without re-encoding the parts they share.
+
+    Every request of a series carries the same prompt prefix and the same schema object, about
+    two thirds of each body; serializing all of it per request cost as much as the ``json.dumps``
+    baseline itself. The compact JSON size of a container is the sum of its members' sizes plus
+    the brackets, colons and commas, so this sums per-value sizes: strings through the same C
+    escaping ``json`` uses (memoized when long), shared containers once per object. Anything
+    ``json.dumps`` would treat specially (non-``str`` keys, non-finite floats, subclasses,
+    unknown types, cycles) falls back to :func:`request_bytes` for that body.
+    """
+
+    def __init__(self) -> None:
+        self._strings: dict[str, int] = {}
+        self._keys: dict[str, int] = {}  # key -> its size plus the colon
+        # id -> (object, size); the object is held so its id cannot be reused meanwhile.
+        self._containers: dict[int, tuple[Any, int]] = {}
+
+    def size(self, body: dict[str, Any]) -> int:
+        """Bytes of ``body`` as compact UTF-8 JSON (exactly :func:`request_bytes`)."""
+        try:
+            return self._value(body, 0)
+        except (_NotSizable, RecursionError):
+            return request_bytes(body)
+
+    def _string(self, text: str) -> int:
+        # Long strings held by many bodies (the prefix) are sized once; a long string held by
+        # one body (its section text) would only pay for hashing it.
+        memo = len(text) >= _MEMO_STR_CHARS and sys.getrefcount(text) > _SHARED_REFS
+        if memo:
+            hit = self._strings.get(text)
+            if hit is not None:
+                return hit
+        encoded = _encode_basestring(text)
+        n = len(encoded) if encoded.isascii() else len(encoded.encode("utf-8"))
+        if memo:
+            self._strings[text] = n
+        return n
+
+    def _value(self, value: Any, depth: int) -> int:
+        kind = type(value)
+        if kind is str:
+            return self._string(value)
+        if kind is dict or kind is list:
+            # Only containers referenced from many places (the shared schema) are worth a memo
+            # entry; the reference count only decides that, never the size.
+            shared = sys.getrefcount(value) > _SHARED_REFS
+            if shared:
+                hit = self._containers.get(id(value))
+                if hit is not None and hit[0] is value:
+                    return hit[1]
+            if depth > 64:
+                raise _NotSizable
+            if kind is dict:
+                n = 1 + len(value) if value else 2
+                keys = self._keys
+                for key, item in value.items():
+                    if type(key) is not str:
+                        raise _NotSizable
+                    key_size = keys.get(key)
+                    if key_size is None:
+                        key_size = keys[key] = self._string(key) + 1
+                    n += key_size + (
+                        self._string(item) if type(item) is str else self._value(item, depth + 1)
+                    )
+            else:
+                n = 1 + len(value) if value else 2
+                for item in value:
+                    n += self._string(item) if type(item) is str else self._value(item, depth + 1)
+            if shared:
+                self._containers[id(value)] = (value, n)
+            return n
+        if kind is int:
+            return len(int.__repr__(value))
+        if kind is bool:
+            return 4 if value else 5
+        if value is None:
+            return 4
+        if kind is float and math.isfinite(value):
+            return len(float.__repr__(value))
+        raise _NotSizable
 
 
 # ------------------------------------------------------------------------------------------
@@ -648,43 +787,66 @@ def estimate_cost(
     """
     total = Cost(batch_usd=0.0, realtime_usd=0.0)
     thinking = model.thinking_default != "off"
+    # Requests with the same token numbers cost the same: each distinct (prompt, prefix, max,
+    # first-or-not) is priced once and its terms are added in the original order, so the sum
+    # is bit-for-bit what pricing every request would give, without three pydantic objects each.
+    terms: dict[tuple[int, int, int, bool], tuple[float, ...]] = {}
+    batch_usd, realtime_usd = total.batch_usd, total.realtime_usd
     for i, est in enumerate(estimates):
-        body_tokens = max(0, est.prompt_tokens - est.prefix_tokens)
-        out = min(est.max_tokens, max(MIN_EXPECTED_OUTPUT, int(body_tokens * OUTPUT_RATIO)))
-        if thinking:
-            out = min(est.max_tokens, out * 2)
-        if est.prefix_tokens < model.min_cacheable_prefix_tokens:
-            # Too short to be cached: the prefix is plain input on every request.
-            cost = price_usage(model, TokenUsage(input_tokens=est.prompt_tokens, output_tokens=out))
-            total = Cost(
-                batch_usd=total.batch_usd + cost.batch_usd,
-                realtime_usd=total.realtime_usd + cost.realtime_usd,
-            )
-            continue
-        base = TokenUsage(input_tokens=body_tokens, output_tokens=out)
-        write = price_usage(
-            model, base + TokenUsage(cache_creation_1h_input_tokens=est.prefix_tokens)
-        )
-        read = price_usage(model, base + TokenUsage(cache_read_input_tokens=est.prefix_tokens))
-        hit = cache_hit_rate if i > 0 else 0.0
-        total = Cost(
-            batch_usd=total.batch_usd + hit * read.batch_usd + (1 - hit) * write.batch_usd,
-            realtime_usd=total.realtime_usd
-            + hit * read.realtime_usd
-            + (1 - hit) * write.realtime_usd,
-        )
-    return total
+        key = (est.prompt_tokens, est.prefix_tokens, est.max_tokens, i > 0)
+        term = terms.get(key)
+        if term is None:
+            term = terms[key] = _cost_terms(est, model, thinking, cache_hit_rate, i > 0)
+        if len(term) == 2:
+            batch_usd = batch_usd + term[0]
+            realtime_usd = realtime_usd + term[1]
+        else:
+            batch_usd = batch_usd + term[0] + term[1]
+            realtime_usd = realtime_usd + term[2] + term[3]
+    return Cost(batch_usd=batch_usd, realtime_usd=realtime_usd)
+
+
+def _cost_terms(
+    est: RequestEstimate, model: ModelInfo, thinking: bool, cache_hit_rate: float, later: bool
+) -> tuple[float, ...]:
+    """What one request adds to :func:`estimate_cost`'s sums, as the terms it adds in order.
+
+    Two terms (batch, real-time) when the prefix is too short to be cached; otherwise four:
+    the cache-read and cache-write shares of the batch sum, then of the real-time sum.
+    """
+    body_tokens = max(0, est.prompt_tokens - est.prefix_tokens)
+    out = min(est.max_tokens, max(MIN_EXPECTED_OUTPUT, int(body_tokens * OUTPUT_RATIO)))
+    if thinking:
+        out = min(est.max_tokens, out * 2)
+    if est.prefix_tokens < model.min_cacheable_prefix_tokens:
+        # Too short to be cached: the prefix is plain input on every request.
+        cost = price_usage(model, TokenUsage(input_tokens=est.prompt_tokens, output_tokens=out))
+        return (cost.batch_usd, cost.realtime_usd)
+    base = TokenUsage(input_tokens=body_tokens, output_tokens=out)
+    write = price_usage(model, base + TokenUsage(cache_creation_1h_input_tokens=est.prefix_tokens))
+    read = price_usage(model, base + TokenUsage(cache_read_input_tokens=est.prefix_tokens))
+    hit = cache_hit_rate if later else 0.0
+    return (
+        hit * read.batch_usd,
+        (1 - hit) * write.batch_usd,
+        hit * read.realtime_usd,
+        (1 - hit) * write.realtime_usd,
+    )
 
 
 def _worst_case(estimates: Sequence[RequestEstimate], model: ModelInfo) -> Cost:
     batch = realtime = 0.0
+    costs: dict[tuple[int, int, int], Cost] = {}  # same numbers, same cost: price each once
     for est in estimates:
-        usage = TokenUsage(
-            input_tokens=est.prompt_tokens - est.prefix_tokens,
-            cache_creation_1h_input_tokens=est.prefix_tokens,
-            output_tokens=est.max_tokens,
-        )
-        cost = price_usage(model, usage)
+        key = (est.prompt_tokens, est.prefix_tokens, est.max_tokens)
+        cost = costs.get(key)
+        if cost is None:
+            usage = TokenUsage(
+                input_tokens=est.prompt_tokens - est.prefix_tokens,
+                cache_creation_1h_input_tokens=est.prefix_tokens,
+                output_tokens=est.max_tokens,
+            )
+            cost = costs[key] = price_usage(model, usage)
         batch += cost.batch_usd
         realtime += cost.realtime_usd
     return Cost(batch_usd=batch, realtime_usd=realtime)
@@ -753,6 +915,8 @@ def preflight(
     schema_checked: set[str] = set()
     schema_ids: set[int] = set()  # schema objects already checked (requests share one)
     tokens = _PromptTokens()
+    sizer = _BodySizer()
+    model_ids: dict[str, str] = {}  # model name in a request -> catalog id, looked up once
     for i, req in enumerate(prepared):
         body, meta = req.body, req.meta
         where = _section_name(body, meta)
@@ -772,7 +936,10 @@ def preflight(
         if not isinstance(params, dict) or not params.get("messages"):
             raise PreflightError(f"{where}: params has no messages")
         req_model = str(params.get("model", ""))
-        if req_model and get_model(req_model).id != info.id:
+        req_id = model_ids.get(req_model) if req_model else info.id
+        if req_id is None:
+            req_id = model_ids[req_model] = get_model(req_model).id
+        if req_id != info.id:
             raise PreflightError(
                 f"{where}: request model {req_model!r} differs from the batch model {model!r}"
             )
@@ -826,7 +993,7 @@ def preflight(
                 prompt_tokens=prompt_tokens,
                 prefix_tokens=prefix_tokens,
                 max_tokens=max_tokens,
-                bytes=request_bytes(body),
+                bytes=sizer.size(body),
             )
         )
     batches = split_into_batches(
