@@ -27,7 +27,7 @@ from typing import Any, Literal
 import anthropic
 from pydantic import BaseModel
 
-from fantasy_kg.domain.catalog import ModelInfo, get_model
+from fantasy_kg.domain.catalog import ModelInfo, catalog, get_model
 from fantasy_kg.domain.errors import PreflightError
 from fantasy_kg.domain.pricing import Cost, TokenUsage, price_usage
 from fantasy_kg.domain.prompts import (
@@ -165,7 +165,7 @@ def _batch_request(
     api_version: str,
 ) -> dict[str, Any]:
     """:func:`build_extraction_batch_request` with the prompt already split (``parts``)."""
-    info = get_model(model)
+    info = _model_info(model)
     params: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
     cache_control: dict[str, str] | None = (
         {"type": "ephemeral", "ttl": cache_ttl} if cache_ttl is not None else None
@@ -350,16 +350,35 @@ def build_section_request(
     return PreparedRequest(body=body, meta=meta)
 
 
+def _model_info(name: str) -> ModelInfo:
+    """:func:`get_model`, looked up once per name and loaded catalog (it runs per request)."""
+    key = (name, id(catalog()))
+    hit = _MODEL_INFO.get(key)
+    if hit is None or hit[0] is not catalog():
+        info = get_model(name)  # raises ConfigError for an unknown name, as before
+        _MODEL_INFO[key] = (catalog(), info)
+        return info
+    return hit[1]
+
+
+_MODEL_INFO: dict[tuple[str, int], tuple[Any, ModelInfo]] = {}
+#: The last prefix :func:`_splits_back` accepted (strings are immutable; compared by identity).
+_SPLIT_OK: list[str] = []
+
+
 def _splits_back(prefix: str) -> bool:
     """True when ``split_prompt(PromptParts(prefix, s).render())`` returns ``prefix`` and ``s``.
 
     The split is at the first marker, so it lands at the join unless the marker occurs in the
     prefix or starts inside its tail.
     """
+    if _SPLIT_OK and _SPLIT_OK[0] is prefix:
+        return True
     tail = prefix[-len(SECTION_MARKER) :]
-    return SECTION_MARKER not in prefix and (tail + SECTION_MARKER).find(SECTION_MARKER) == len(
-        tail
-    )
+    ok = SECTION_MARKER not in prefix and (tail + SECTION_MARKER).find(SECTION_MARKER) == len(tail)
+    if ok:
+        _SPLIT_OK[:] = [prefix]
+    return ok
 
 
 def as_prepared(requests: Iterable[dict[str, Any] | PreparedRequest]) -> list[PreparedRequest]:
