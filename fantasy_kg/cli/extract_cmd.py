@@ -148,7 +148,7 @@ def extract_batch(
     no_followup: bool,
     resubmit_archived: bool,
 ) -> None:
-    r"""Extract sections through the Message Batches API (half the real-time price).
+    """Extract sections through the Message Batches API (half the real-time price).
 
     \b
     Examples:
@@ -290,7 +290,7 @@ def extract(
     max_cost: float | None,
     retry_failed: bool,
 ) -> None:
-    r"""Extract sections through the real-time Messages API (same output files as batches).
+    """Extract sections through the real-time Messages API (same output files as batches).
 
     \b
     Example:

@@ -55,7 +55,7 @@ def run(
     max_tokens: int | None,
     poll_interval: float | None,
 ) -> None:
-    r"""Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
+    """Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
 
     Everything lands under the data directory ($FANTASY_KG_DATA_DIR, default ./data):
     sections/, batch_jobs/, extracted/ and fantasy_kg.duckdb. Re-running an unchanged series
