@@ -12,13 +12,15 @@ to a temporary newline-delimited JSON file (one array per row) and inserted with
 types, which loads a few hundred thousand rows per second with bounded Python memory.
 """
 
+import contextlib
 import json
 import logging
 import operator
+import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,8 +168,7 @@ def _replace_tables(
 ) -> dict[str, int]:
     counts: dict[str, int] = {}
     total = len(tables)
-    with tempfile.TemporaryDirectory(prefix="fantasy_kg_load_") as tmpdir:
-        tmp = Path(tmpdir)
+    with _staging_dir(conn) as tmp:
         for done, (table, rows) in enumerate(tables.items(), start=1):
             conn.execute(f"DELETE FROM {table} WHERE series = ?", [series])
             counts[table] = _insert_rows(conn, table, rows, tmp)
@@ -175,6 +176,31 @@ def _replace_tables(
             if progress is not None:
                 progress(table, done, total)
     return counts
+
+
+@contextlib.contextmanager
+def _staging_dir(conn: duckdb.DuckDBPyConnection) -> Iterator[Path]:
+    """A scratch folder for the JSONL staging files, next to the database file.
+
+    It lives beside the database (not in the system temp dir) and is emptied at the start of every
+    load, so files left by a load killed mid-transaction are swept by the next one. Clearing it is
+    safe because the caller holds DuckDB's single read-write lock on that file.
+    """
+    row = conn.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    db_file = row[0] if row else None
+    if not db_file:
+        with tempfile.TemporaryDirectory(prefix="fantasy_kg_load_") as tmpdir:
+            yield Path(tmpdir)
+        return
+    staging = Path(db_file).resolve().parent / f".{Path(db_file).name}.load_staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_series(
