@@ -3,7 +3,7 @@
 The end-to-end run is what a newcomer without an API key gets: sections are cut, submitted as a
 Message Batch to the embedded local API server through the official SDK, polled, and the result
 files are scored against ``data/gold/ashen_crown.json``. The floors are conservative on purpose
-(the measured numbers are in docs/readme_parts/baseline.md); a drop below them means a regression.
+(the measured numbers are in the README); a drop below them means a regression.
 """
 
 import json

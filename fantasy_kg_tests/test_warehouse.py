@@ -315,7 +315,7 @@ def test_cli_ontology_proposals_and_accept(crafted):
 # --------------------------------------------------------------------------------------------
 
 SAMPLE = "ashen_crown"
-README_PART = REPO_ROOT / "docs" / "readme_parts" / "warehouse.md"
+README_PART = REPO_ROOT / "README.md"
 
 
 def _readme_sql_commands() -> list[list[str]]:
