@@ -191,6 +191,17 @@ def _error_code(exc: anthropic.APIStatusError) -> str:
     return str(code or "")
 
 
+def _is_cut_stream(exc: Exception) -> bool:
+    """Whether a results download failed in a way that fetching again can fix.
+
+    Besides the SDK's connection and status errors, httpx2 transport errors (RemoteProtocolError,
+    ReadError) escape the SDK's exception mapping when raised mid-iteration of the JSONL stream.
+    """
+    if isinstance(exc, anthropic.APIConnectionError | anthropic.APIStatusError | OSError):
+        return True
+    return type(exc).__module__.split(".")[0] in ("httpx2", "httpx", "httpcore", "h11")
+
+
 def _backoff(attempt: int, base: float) -> float:
     return float(min(base * 2**attempt, 60.0) * (1 - 0.25 * random.random()))
 
@@ -1014,23 +1025,8 @@ class AnthropicBatchProvider:
                     f"results of batch {batch_id} are not available ({_describe_status_error(exc)})"
                     "; they are kept 29 days after creation"
                 ) from None
-            except (anthropic.APIConnectionError, anthropic.APIStatusError, OSError) as exc:
-                if attempt >= RESULTS_REFETCHES:
-                    raise UserError(
-                        f"results download of batch {batch_id} kept failing "
-                        f"({type(exc).__name__}); re-run retrieve later"
-                    ) from None
-                logger.warning(
-                    "results stream of %s cut after %d lines (%s): fetching again",
-                    batch_id,
-                    len(seen),
-                    type(exc).__name__,
-                )
-                await asyncio.sleep(_backoff(attempt, self.retry_base_delay / 2))
             except Exception as exc:
-                # httpx2 transport errors (RemoteProtocolError, ReadError) escape the SDK's
-                # exception mapping when raised mid-iteration.
-                if type(exc).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore", "h11"):
+                if not _is_cut_stream(exc):
                     raise
                 if attempt >= RESULTS_REFETCHES:
                     raise UserError(
