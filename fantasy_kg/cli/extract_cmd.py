@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fantasy_kg.cli.options import dir_option
 from fantasy_kg.cli.output import PollProgress, emit
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
@@ -61,26 +62,15 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
     help="full: submit, poll, retrieve and follow up; submit: return at once; status; retrieve.",
 )
 @click.option("--model", default=None, help="Model id or alias. Default: the catalog's default.")
-@click.option(
-    "--input-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of <slug>_section_NN.txt + .meta.json. Default: <data>/sections.",
+@dir_option(
+    "--input-dir", help="Folder of <slug>_section_NN.txt + .meta.json. Default: <data>/sections."
 )
-@click.option(
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where <custom_id>_extracted.json files go. Default: <data>/extracted.",
+@dir_option(
+    "--output-dir", help="Where <custom_id>_extracted.json files go. Default: <data>/extracted."
 )
 @click.option("--series", default=None, help="Only this series (slug). Default: every series.")
 @click.option("--batch-id", default=None, help="The batch for --mode status / retrieve.")
-@click.option(
-    "--jobs-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of job files. Default: <data>/batch_jobs.",
-)
+@dir_option("--jobs-dir", help="Folder of job files. Default: <data>/batch_jobs.")
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.0),
@@ -244,17 +234,9 @@ def extract_batch(
     help="anthropic needs ANTHROPIC_API_KEY; local = the baseline extractor on 127.0.0.1.",
 )
 @click.option("--model", default=None, help="Model id or alias. Default: the catalog's default.")
-@click.option(
-    "--input-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of section files. Default: <data>/sections.",
-)
-@click.option(
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where <custom_id>_extracted.json files go. Default: <data>/extracted.",
+@dir_option("--input-dir", help="Folder of section files. Default: <data>/sections.")
+@dir_option(
+    "--output-dir", help="Where <custom_id>_extracted.json files go. Default: <data>/extracted."
 )
 @click.option("--series", default=None, help="Only this series (slug).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output budget.")

@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 
 from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
+from fantasy_kg.cli.options import dir_option, file_option
 from fantasy_kg.cli.output import PollProgress, emit
 
 
@@ -19,19 +20,8 @@ from fantasy_kg.cli.output import PollProgress, emit
     show_default=True,
     help="anthropic needs ANTHROPIC_API_KEY; auto = anthropic if a key is set, else local.",
 )
-@click.option(
-    "--books-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of series folders. Default: <data>/books.",
-)
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="DuckDB file. Default: <data>/fantasy_kg.duckdb.",
-)
+@dir_option("--books-dir", help="Folder of series folders. Default: <data>/books.")
+@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
 @click.option(
     "--max-cost",
     type=click.FloatRange(min=0.0),

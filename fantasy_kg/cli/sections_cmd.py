@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from fantasy_kg.cli.options import dir_option, file_option
 from fantasy_kg.domain.catalog import default_model, get_model
 from fantasy_kg.domain.errors import ConfigError
 from fantasy_kg.domain.estimate import (
@@ -38,17 +39,11 @@ _PHASES = {"read": "reading books", "plan": "planning sections", "write": "writi
 
 
 @click.command("sections")
-@click.option(
-    "--books-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of series folders (or one series folder). Default: <data>/books.",
+@dir_option(
+    "--books-dir", help="Folder of series folders (or one series folder). Default: <data>/books."
 )
-@click.option(
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where <slug>_section_NN.txt and .meta.json go. Default: <data>/sections.",
+@dir_option(
+    "--output-dir", help="Where <slug>_section_NN.txt and .meta.json go. Default: <data>/sections."
 )
 @click.option("--series", default=None, help="Only this series (slug or folder name).")
 @click.option("--model", default=None, help="Target model id or alias. Default: the catalog's.")
@@ -61,11 +56,9 @@ _PHASES = {"read": "reading books", "plan": "planning sections", "write": "writi
 @click.option(
     "--max-section-tokens", type=int, default=None, help="Cap on each section's text tokens."
 )
-@click.option(
+@file_option(
     "--ontology",
     "ontology_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
     help="Ontology file for every selected series (default: <slug>_schema.json if present).",
 )
 @click.option(
@@ -193,12 +186,7 @@ def _table(est: ModelEstimate) -> Table:
 
 
 @click.command("estimate")
-@click.option(
-    "--input-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of section files. Default: <data>/sections.",
-)
+@dir_option("--input-dir", help="Folder of section files. Default: <data>/sections.")
 @click.option(
     "--model",
     "models",

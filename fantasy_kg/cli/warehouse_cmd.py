@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from fantasy_kg.cli.options import dir_option, file_option
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.graph.models import ProposalRow, column_names
@@ -95,37 +96,22 @@ class _SeriesProgress:
 
 
 @click.command("load")
-@click.option(
-    "--input-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of <series>_section_NN.txt + .meta.json. Default: <data>/sections.",
+@dir_option(
+    "--input-dir", help="Folder of <series>_section_NN.txt + .meta.json. Default: <data>/sections."
 )
-@click.option(
+@dir_option(
     "--extracted-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="Folder of <custom_id>_extracted.json result files. Default: <data>/extracted.",
 )
 @click.option("--series", default=None, help="Only this series (default: every series found).")
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="DuckDB file. Default: <data>/fantasy_kg.duckdb.",
-)
-@click.option(
+@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
+@dir_option(
     "--jobs-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="Batch job files (batch ids, prompt versions, costs). Default: <data>/batch_jobs.",
 )
-@click.option(
+@file_option(
     "--ontology",
     "ontology_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
     help="Ontology file (one series only). Default: <data>/schemas/<series>_schema.json.",
 )
 def load_command(
@@ -199,13 +185,7 @@ def load_command(
 
 @click.command("sql")
 @click.argument("query")
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="DuckDB file. Default: <data>/fantasy_kg.duckdb.",
-)
+@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
 @click.option(
     "--format",
     "fmt",
@@ -241,13 +221,7 @@ def ontology_group() -> None:
 
 @ontology_group.command("proposals")
 @click.option("--series", required=True, help="Series slug.")
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="DuckDB file. Default: <data>/fantasy_kg.duckdb.",
-)
+@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
 @click.option("--all", "show_all", is_flag=True, help="Include proposals already in the ontology.")
 @click.option(
     "--format",
@@ -276,19 +250,13 @@ def proposals_command(series: str, db_path: Path | None, show_all: bool, fmt: st
 @ontology_group.command("accept")
 @click.option("--series", required=True, help="Series slug.")
 @click.option("--name", "names", multiple=True, required=True, help="Proposal name (repeatable).")
-@click.option(
+@file_option(
     "--ontology",
     "ontology_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
     help="Ontology file to update. Default: <data>/schemas/<series>_schema.json.",
 )
-@click.option(
-    "--db",
-    "db_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="DuckDB file holding the proposals. Default: <data>/fantasy_kg.duckdb.",
+@file_option(
+    "--db", "db_path", help="DuckDB file holding the proposals. Default: <data>/fantasy_kg.duckdb."
 )
 def accept_command(
     series: str, names: tuple[str, ...], ontology_path: Path | None, db_path: Path | None
