@@ -6,6 +6,13 @@ from typing import Any, TypeVar
 
 import click
 
+from fantasy_kg.domain.answer import (
+    DEFAULT_EFFORT,
+    DEFAULT_MAX_SECTION_TOKENS,
+    DEFAULT_OUTPUT_RATIO,
+    EFFORT_LEVELS,
+)
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -21,3 +28,45 @@ def file_option(*decls: str, help: str) -> Callable[[F], F]:
     return click.option(
         *decls, type=click.Path(path_type=Path, dir_okay=False), default=None, help=help
     )
+
+
+def max_tokens_option(fn: F) -> F:
+    """``--max-tokens``: the extraction requests' output budget (thinking included)."""
+    return click.option(
+        "--max-tokens",
+        type=click.IntRange(min=1),
+        default=None,
+        help="max_tokens of each request, thinking included. Default: 32000 capped at the "
+        "model's output limit.",
+    )(fn)
+
+
+def effort_option(fn: F) -> F:
+    """``--effort``: ``output_config.effort`` on models that think."""
+    return click.option(
+        "--effort",
+        type=click.Choice(list(EFFORT_LEVELS)),
+        default=None,
+        help=f"output_config.effort on models that think (thinking is billed as output). "
+        f"Default: {DEFAULT_EFFORT}.",
+    )(fn)
+
+
+def sizing_options(fn: F) -> F:
+    """The settings that size sections for the answer: max tokens, section cap, effort, ratio."""
+    fn = max_tokens_option(fn)
+    fn = click.option(
+        "--max-section-tokens",
+        type=click.IntRange(min=1),
+        default=None,
+        help=f"Cap on each section's text tokens. Default: {DEFAULT_MAX_SECTION_TOKENS:,}, "
+        "lowered until the expected answer fits --max-tokens.",
+    )(fn)
+    fn = effort_option(fn)
+    return click.option(
+        "--output-ratio",
+        type=click.FloatRange(min=0.0, min_open=True, max=2.0),
+        default=DEFAULT_OUTPUT_RATIO,
+        show_default=True,
+        help="Expected answer tokens per section token (sizes sections, checks fit, prices).",
+    )(fn)

@@ -32,11 +32,13 @@ class PollProgress:
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> "PollProgress":
-        self.progress.start()
+        # Started at the first poll: a run that fails or has nothing to poll leaves no empty
+        # bar line behind (before an ``error:`` line, say).
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.tasks:
+            self.progress.stop()
 
     def update(self, job: "JobRecord") -> None:
         """Show the batch's progress: requests no longer processing out of all requests."""
@@ -46,6 +48,8 @@ class PollProgress:
             f"{job.processing_status}: {c.succeeded} ok, {c.errored} errored, "
             f"{c.expired} expired, {c.canceled} canceled"
         )
+        if not self.tasks:
+            self.progress.start()
         if job.id not in self.tasks:
             self.tasks[job.id] = self.progress.add_task(
                 f"batch {job.id[-12:]}", total=max(1, c.total), state=state

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 
 from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
-from fantasy_kg.cli.options import dir_option, file_option
+from fantasy_kg.cli.options import dir_option, file_option, sizing_options
 from fantasy_kg.cli.output import PollProgress, emit
 
 
@@ -28,7 +28,12 @@ from fantasy_kg.cli.output import PollProgress, emit
     default=None,
     help="Refuse to submit when the pre-flight batch estimate (USD) is above this (exit 2).",
 )
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output budget.")
+@sizing_options
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Extract again sections that already have a result for these settings.",
+)
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.0),
@@ -43,18 +48,27 @@ def run(
     db_path: Path | None,
     max_cost: float | None,
     max_tokens: int | None,
+    max_section_tokens: int | None,
+    effort: str | None,
+    output_ratio: float,
+    force: bool,
     poll_interval: float | None,
 ) -> None:
     """Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
 
     Everything lands under the data directory ($FANTASY_KG_DATA_DIR, default ./data):
     sections/, batch_jobs/, extracted/ and fantasy_kg.duckdb. Re-running an unchanged series
-    submits nothing and costs $0.
+    with the same backend, model, effort and max tokens submits nothing and costs $0; results
+    made otherwise (e.g. by the local backend before a key was set) are extracted again.
+
+    Sections are sized so that the expected answer (output ratio x section + thinking for the
+    effort, x1.5) fits --max-tokens; a plan whose answers cannot fit is refused before sending.
 
     \b
     Examples:
       fantasy-kg run --series ashen_crown
       fantasy-kg run --series ashen_crown --backend anthropic --max-cost 5
+      fantasy-kg run --series oz --books-dir ../shared/corpus --effort medium
     """
     from fantasy_kg.pipeline.run import run_series
 
@@ -67,14 +81,24 @@ def run(
             backend=backend,
             max_cost=max_cost,
             max_tokens=max_tokens,
+            max_section_tokens=max_section_tokens,
+            effort=effort,
+            output_ratio=output_ratio,
+            force=force,
             poll_interval_seconds=poll_interval,
             db_path=db_path,
             on_status=bar.update,
         )
     ext = summary.extraction
+    cut = (
+        f"; {ext.truncated} answers cut at max_tokens and split, "
+        f"{ext.followup_batches} follow-up batches"
+        if ext.truncated
+        else ""
+    )
     console.print(
         f"sections {ext.sections} = written {ext.written} + failed {ext.failed} "
-        f"+ pending {ext.pending}; cost ${ext.cost.batch_usd:.4f} (batch)"
+        f"+ pending {ext.pending}; cost ${ext.cost.batch_usd:.4f} (batch){cut}"
     )
     for load in summary.loads:
         console.print(

@@ -62,6 +62,27 @@ def _local_base_url() -> str:
     return str(url)
 
 
+def backend_name(choice: str = "auto", *, api_key: str | None = None) -> BackendName:
+    """Which backend ``choice`` means here, without starting anything or announcing it.
+
+    Planning needs it before any client exists: a result is reused only when the same backend
+    made it (invariant 10).
+
+    Raises:
+        ConfigError: unknown choice.
+    """
+    if choice == "auto":
+        choice = os.environ.get("FANTASY_KG_BACKEND", "auto") or "auto"
+    if choice not in BACKEND_CHOICES:
+        raise ConfigError(
+            f"unknown backend {choice!r}: use one of {', '.join(BACKEND_CHOICES)} (--backend)"
+        )
+    key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+    if choice == "anthropic" or (choice == "auto" and key):
+        return "anthropic"
+    return "local"
+
+
 def resolve_backend(
     choice: str = "auto", *, api_key: str | None = None, base_url: str | None = None
 ) -> Backend:
@@ -94,6 +115,16 @@ def resolve_backend(
         _announced.add(url)
         logger.warning(LOCAL_BANNER)
     return Backend(name="local", base_url=url, api_key=LOCAL_API_KEY)
+
+
+def unreachable_message(base_url: str, exc: BaseException) -> str:
+    """The one line for an API that cannot be reached at all (no key or secret in it)."""
+    cause = exc.__cause__ or exc
+    detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return (
+        f"cannot reach the Anthropic API at {base_url.rstrip('/')} ({detail}): check the "
+        "network and the key, or use --backend local"
+    )
 
 
 def make_async_client(

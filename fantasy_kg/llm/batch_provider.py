@@ -34,6 +34,7 @@ What it adds:
 """
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -52,6 +53,7 @@ from fantasy_kg.domain.errors import ConfigError, PreflightError, UserError
 from fantasy_kg.domain.failpoints import failpoint
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult
+from fantasy_kg.llm.backend import unreachable_message
 from fantasy_kg.llm.jobs import (
     BatchProcessingStatus,
     BatchResultType,
@@ -138,6 +140,14 @@ def _ambiguous(exc: BaseException) -> bool:
     if isinstance(exc, anthropic.APIStatusError):
         return exc.status_code >= 500 or exc.status_code in (408, 409)
     return False
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether the request never reached the server: no connection could be made at all."""
+    return (
+        isinstance(exc, anthropic.APIConnectionError)
+        and type(exc.__cause__).__name__ in _NOT_SENT_ERRORS
+    )
 
 
 def _may_land_late(exc: BaseException) -> bool:
@@ -420,7 +430,7 @@ class AnthropicBatchProvider:
         force_new: bool,
         estimated_cost: Cost,
     ) -> JobRecord:
-        mhash = manifest_hash(group, model)
+        mhash = manifest_hash(group, model, self.backend)
         with self.store.lock(mhash):
             intent = self.store.load_intent(mhash)
             if intent is not None and intent.state == "created" and intent.batch_id:
@@ -706,6 +716,11 @@ class AnthropicBatchProvider:
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                 intent.window_end = utcnow().isoformat()
                 self.store.save_intent(intent)
+                if _never_sent(exc):
+                    # No connection: nothing reached the server, so nothing to reconcile.
+                    last_error = exc
+                    await asyncio.sleep(_backoff(n, self.retry_base_delay))
+                    continue
                 if not _ambiguous(exc):
                     intent.state = "failed"
                     self.store.save_intent(intent)
@@ -746,6 +761,8 @@ class AnthropicBatchProvider:
             return batch, False, watch_until
         intent.state = "pending"
         self.store.save_intent(intent)
+        if last_error is not None and _never_sent(last_error):
+            raise UserError(unreachable_message(str(self.client.base_url), last_error))
         raise UserError(
             f"could not create the batch after {self.create_attempts} attempts "
             f"({type(last_error).__name__}); nothing was submitted twice: re-run the same "
@@ -794,6 +811,8 @@ class AnthropicBatchProvider:
                 if total == intent.request_count:
                     candidates.append(batch)
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            if _never_sent(exc):
+                raise UserError(unreachable_message(str(self.client.base_url), exc)) from None
             raise UserError(
                 f"cannot list batches to reconcile an interrupted submission ({type(exc).__name__}"
                 "): re-run later; nothing will be submitted until the list succeeds"
@@ -1458,16 +1477,8 @@ class AnthropicBatchProvider:
                 root = req.meta.split_root or cid
                 for body in halves:
                     hid = str(body["custom_id"])
-                    meta = RequestMeta(
-                        custom_id=hid,
-                        file_name=req.meta.file_name,
-                        chunk_id=req.meta.chunk_id,
-                        series=req.meta.series,
-                        section_path=req.meta.section_path,
-                        sha256=req.meta.sha256,
-                        prompt_version=req.meta.prompt_version,
-                        split_of=cid,
-                        split_root=root,
+                    meta = dataclasses.replace(
+                        req.meta, custom_id=hid, split_of=cid, split_root=root
                     )
                     out.append(PreparedRequest(body=body, meta=meta))
             else:

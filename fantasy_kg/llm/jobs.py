@@ -155,6 +155,8 @@ class InputRef(_ItemAccess):
     prompt_version: str = ""
     split_of: str = ""
     split_root: str = ""
+    effort: str = ""
+    max_tokens: int = 0
 
     @classmethod
     def from_meta(cls, meta: RequestMeta) -> "InputRef":
@@ -168,6 +170,8 @@ class InputRef(_ItemAccess):
             prompt_version=meta.prompt_version,
             split_of=meta.split_of,
             split_root=meta.split_root,
+            effort=meta.effort,
+            max_tokens=meta.max_tokens,
         )
 
     def to_meta(self, custom_id: str) -> RequestMeta:
@@ -182,6 +186,8 @@ class InputRef(_ItemAccess):
             prompt_version=self.prompt_version,
             split_of=self.split_of,
             split_root=self.split_root,
+            effort=self.effort,
+            max_tokens=self.max_tokens,
         )
 
 
@@ -346,9 +352,13 @@ class IntentRecord(BaseModel):
         return ids
 
 
-def manifest_hash(requests: Sequence[PreparedRequest], model: str) -> str:
-    """Hash of the work a batch would do: model and every (custom_id, params), order-free."""
-    h = hashlib.sha256(model.encode())
+def manifest_hash(requests: Sequence[PreparedRequest], model: str, backend: str = "") -> str:
+    """Hash of the work a batch would do: backend, model and every (custom_id, params).
+
+    Order-free. The backend is part of it because the same requests sent to the local baseline
+    and to Claude are different work: a job of one must never stand in for the other.
+    """
+    h = hashlib.sha256(f"{backend}|{model}".encode() if backend else model.encode())
     for req in sorted(requests, key=lambda r: r.custom_id):
         params_hash = hashlib.sha256(_canonical(req.body.get("params", {})).encode()).hexdigest()
         h.update(f"\n{req.custom_id}:{params_hash}".encode())

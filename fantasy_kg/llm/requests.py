@@ -19,7 +19,7 @@ import math
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from json.encoder import encode_basestring as _encode_basestring
 from typing import Any, Literal
@@ -27,8 +27,10 @@ from typing import Any, Literal
 import anthropic
 from pydantic import BaseModel
 
+from fantasy_kg.domain import answer as answer_sizing
+from fantasy_kg.domain.answer import AnswerSize
 from fantasy_kg.domain.catalog import ModelInfo, catalog, get_model
-from fantasy_kg.domain.errors import PreflightError
+from fantasy_kg.domain.errors import ConfigError, PreflightError
 from fantasy_kg.domain.pricing import Cost, TokenUsage, price_usage
 from fantasy_kg.domain.prompts import (
     SECTION_MARKER,
@@ -249,6 +251,9 @@ class RequestMeta:
         prompt_version: Hash of template, ontology, schema and model.
         split_of: For a half of a truncated section: the custom_id it was split from.
         split_root: For a half: the custom_id whose ``_extracted.json`` the halves merge into.
+        effort: The effort the request runs at ("" on models that do not think): part of a
+            result's identity (invariant 10), like ``max_tokens``.
+        max_tokens: The request's ``max_tokens`` (0: unknown).
     """
 
     custom_id: str
@@ -260,6 +265,8 @@ class RequestMeta:
     prompt_version: str = ""
     split_of: str = ""
     split_root: str = ""
+    effort: str = ""
+    max_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -346,8 +353,23 @@ def build_section_request(
         section_path=str(section.path),
         sha256=section.meta.sha256 or text_sha256(section.text),
         prompt_version=version,
+        **_settings_of(body["params"], model),
     )
     return PreparedRequest(body=body, meta=meta)
+
+
+def _settings_of(params: dict[str, Any], model: str) -> dict[str, Any]:
+    """``effort`` (the effective one) and ``max_tokens`` of a request, for :class:`RequestMeta`."""
+    cfg = params.get("output_config")
+    sent = cfg.get("effort") if isinstance(cfg, dict) else None
+    try:
+        effort = answer_sizing.effective_effort(
+            _model_info(model), sent if isinstance(sent, str) else None
+        )
+    except ConfigError:
+        effort = str(sent)
+    tokens = params.get("max_tokens")
+    return {"effort": effort or "", "max_tokens": tokens if isinstance(tokens, int) else 0}
 
 
 def _model_info(name: str) -> ModelInfo:
@@ -395,19 +417,15 @@ def as_prepared(requests: Iterable[dict[str, Any] | PreparedRequest]) -> list[Pr
                 "build_extraction_batch_request(custom_id, ...)"
             )
         meta = meta_from_custom_id(cid)
-        digest = hashlib.sha256(_canonical(req.get("params", {})).encode()).hexdigest()
-        out.append(PreparedRequest(body=req, meta=_replace_sha(meta, digest)))
+        params = req.get("params", {})
+        digest = hashlib.sha256(_canonical(params).encode()).hexdigest()
+        settings = (
+            _settings_of(params, str(params.get("model", "")))
+            if isinstance(params, dict) and params.get("model")
+            else {}
+        )
+        out.append(PreparedRequest(body=req, meta=replace(meta, sha256=digest, **settings)))
     return out
-
-
-def _replace_sha(meta: RequestMeta, sha: str) -> RequestMeta:
-    return RequestMeta(
-        custom_id=meta.custom_id,
-        file_name=meta.file_name,
-        chunk_id=meta.chunk_id,
-        series=meta.series,
-        sha256=sha,
-    )
 
 
 def _canonical(obj: Any) -> str:
@@ -751,6 +769,14 @@ class RequestEstimate:
     prefix_tokens: int
     max_tokens: int
     bytes: int
+    answer: AnswerSize | None = None
+
+    @property
+    def expected_output(self) -> int:
+        """Expected billed output (answer + thinking), capped at ``max_tokens``."""
+        if self.answer is None:
+            return min(self.max_tokens, MIN_EXPECTED_OUTPUT)
+        return min(self.max_tokens, self.answer.output_tokens)
 
 
 @dataclass
@@ -765,6 +791,7 @@ class PreflightReport:
         worst_case_cost: Cost if every request used its whole ``max_tokens`` and no cache hit.
         warnings: Non-fatal findings (e.g. a prefix too short to be cached).
         token_count_method: ``estimate`` (or what the domain estimator reports).
+        output_ratio: Expected answer tokens per section token used for the answer sizes.
     """
 
     model: ModelInfo
@@ -774,11 +801,28 @@ class PreflightReport:
     worst_case_cost: Cost
     warnings: list[str] = field(default_factory=list)
     token_count_method: str = "estimate"
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO
 
     @property
     def total_bytes(self) -> int:
         """Bytes of all request bodies."""
         return sum(r.bytes for r in self.requests)
+
+    @property
+    def largest_answer(self) -> AnswerSize | None:
+        """The request whose expected answer needs the most of its ``max_tokens``."""
+        sizes = [r.answer for r in self.requests if r.answer is not None]
+        return max(sizes, key=lambda a: a.required_tokens / a.max_tokens, default=None)
+
+    @property
+    def expected_output_tokens(self) -> int:
+        """Expected billed output of all requests (answers plus thinking)."""
+        return sum(r.expected_output for r in self.requests)
+
+    @property
+    def expected_thinking_tokens(self) -> int:
+        """Expected thinking tokens of all requests (billed as output)."""
+        return sum(r.answer.thinking_tokens for r in self.requests if r.answer is not None)
 
 
 def _section_name(body: dict[str, Any], meta: RequestMeta | None) -> str:
@@ -787,8 +831,7 @@ def _section_name(body: dict[str, Any], meta: RequestMeta | None) -> str:
     return f"request custom_id {body.get('custom_id')!r}"
 
 
-#: Assumed output size relative to the section text, for the expected-cost estimate.
-OUTPUT_RATIO = 0.3
+#: Expected output of a request with no answer estimate (a bare prompt).
 MIN_EXPECTED_OUTPUT = 1024
 
 
@@ -799,23 +842,22 @@ def estimate_cost(
 
     Assumptions, chosen to err high: the cached prefix is written once with the 1-hour TTL and
     read by only ``cache_hit_rate`` of the other requests (the batch guide reports 30-98%); the
-    others write it again. Output is ``OUTPUT_RATIO`` of the section tokens (at least
-    ``MIN_EXPECTED_OUTPUT``) capped at ``max_tokens``; thinking models get the same again on top,
-    since thinking is billed as output. A prefix below the model's minimum cacheable length is
-    priced as plain input (the API silently does not cache it).
+    others write it again. Output is the expected answer plus the thinking for the request's
+    effort (:func:`fantasy_kg.domain.answer.expected_answer`; thinking is billed as output),
+    capped at ``max_tokens``. A prefix below the model's minimum cacheable length is priced as
+    plain input (the API silently does not cache it).
     """
     total = Cost(batch_usd=0.0, realtime_usd=0.0)
-    thinking = model.thinking_default != "off"
-    # Requests with the same token numbers cost the same: each distinct (prompt, prefix, max,
+    # Requests with the same token numbers cost the same: each distinct (prompt, prefix, output,
     # first-or-not) is priced once and its terms are added in the original order, so the sum
     # is bit-for-bit what pricing every request would give, without three pydantic objects each.
     terms: dict[tuple[int, int, int, bool], tuple[float, ...]] = {}
     batch_usd, realtime_usd = total.batch_usd, total.realtime_usd
     for i, est in enumerate(estimates):
-        key = (est.prompt_tokens, est.prefix_tokens, est.max_tokens, i > 0)
+        key = (est.prompt_tokens, est.prefix_tokens, est.expected_output, i > 0)
         term = terms.get(key)
         if term is None:
-            term = terms[key] = _cost_terms(est, model, thinking, cache_hit_rate, i > 0)
+            term = terms[key] = _cost_terms(est, model, cache_hit_rate, i > 0)
         if len(term) == 2:
             batch_usd = batch_usd + term[0]
             realtime_usd = realtime_usd + term[1]
@@ -826,7 +868,7 @@ def estimate_cost(
 
 
 def _cost_terms(
-    est: RequestEstimate, model: ModelInfo, thinking: bool, cache_hit_rate: float, later: bool
+    est: RequestEstimate, model: ModelInfo, cache_hit_rate: float, later: bool
 ) -> tuple[float, ...]:
     """What one request adds to :func:`estimate_cost`'s sums, as the terms it adds in order.
 
@@ -834,9 +876,7 @@ def _cost_terms(
     the cache-read and cache-write shares of the batch sum, then of the real-time sum.
     """
     body_tokens = max(0, est.prompt_tokens - est.prefix_tokens)
-    out = min(est.max_tokens, max(MIN_EXPECTED_OUTPUT, int(body_tokens * OUTPUT_RATIO)))
-    if thinking:
-        out = min(est.max_tokens, out * 2)
+    out = est.expected_output
     if est.prefix_tokens < model.min_cacheable_prefix_tokens:
         # Too short to be cached: the prefix is plain input on every request.
         cost = price_usage(model, TokenUsage(input_tokens=est.prompt_tokens, output_tokens=out))
@@ -914,14 +954,33 @@ def preflight(
     *,
     max_requests: int = MAX_REQUESTS_PER_BATCH,
     max_bytes: int = MAX_BATCH_BYTES - _BATCH_BYTES_MARGIN,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    api_version: str = API_VERSION,
+    check_answer_fit: bool = True,
 ) -> PreflightReport:
     """Check requests against everything the API would reject, before any is sent.
+
+    Beyond what the API rejects, a request whose expected answer cannot fit its ``max_tokens``
+    (invariant 8) is refused too: it would come back cut at ``max_tokens`` a day later and cost a
+    split, a resubmission and a second batch round.
+
+    Args:
+        requests: Bodies or prepared requests.
+        model: The batch's model.
+        max_requests: Requests per batch.
+        max_bytes: Body bytes per batch.
+        output_ratio: Expected answer tokens per section token.
+        api_version: The ``anthropic-version`` the client sends; 2026-10-21 rejects sampling
+            parameters on every model.
+        check_answer_fit: Refuse requests whose expected answer does not fit (follow-up halves
+            of a cut answer are sent regardless: splitting is the repair).
 
     Raises:
         PreflightError: one line naming the section (or custom_id) and why: bad or duplicate
             custom_id, prompt + max_tokens over the context window, max_tokens over the output
-            cap, schema over the complexity limits, a request with no messages, or a model in
-            the request that differs from ``model``.
+            cap, an expected answer over max_tokens, a sampling parameter the API version
+            rejects, schema over the complexity limits, a request with no messages, or a model
+            in the request that differs from ``model``.
         ConfigError: unknown model.
     """
     info = get_model(model)
@@ -971,7 +1030,14 @@ def preflight(
                 f"of {info.id}; lower --max-tokens"
             )
         for banned in ("temperature", "top_p", "top_k"):
-            if banned in params and not info.accepts_sampling_params:
+            if banned not in params:
+                continue
+            if api_version not in _SAMPLING_API_VERSIONS:
+                raise PreflightError(
+                    f"{where}: API version {api_version} rejects {banned} on every model "
+                    f"(the batch would return it errored); remove {banned} from the request"
+                )
+            if not info.accepts_sampling_params:
                 raise PreflightError(f"{where}: {info.id} rejects {banned}; remove it")
         for banned in ("stream", "speed"):
             if banned in params:
@@ -1001,6 +1067,22 @@ def preflight(
                 f"the {info.context_window:,}-token context window of {info.id}; re-section with "
                 "a smaller budget or lower --max-tokens"
             )
+        fmt_cfg = params.get("output_config")
+        sent_effort = fmt_cfg.get("effort") if isinstance(fmt_cfg, dict) else None
+        size = answer_sizing.expected_answer(
+            max(0, prompt_tokens - prefix_tokens),
+            info,
+            max_tokens=max_tokens,
+            effort=answer_sizing.effective_effort(
+                info, sent_effort if isinstance(sent_effort, str) else None
+            ),
+            output_ratio=output_ratio,
+        )
+        if check_answer_fit and not size.fits and not (meta is not None and meta.split_of):
+            raise PreflightError(
+                f"{where}: {answer_sizing.describe_answer(size, output_ratio)}: the answer "
+                f"would be cut; {answer_sizing.answer_fit_hint(size, info, output_ratio)}"
+            )
         if 0 < prefix_tokens < info.min_cacheable_prefix_tokens and i == 0:
             warnings.append(
                 f"cached prefix ~{prefix_tokens:,} tokens is below {info.id}'s minimum of "
@@ -1013,6 +1095,7 @@ def preflight(
                 prefix_tokens=prefix_tokens,
                 max_tokens=max_tokens,
                 bytes=sizer.size(body),
+                answer=size,
             )
         )
     batches = split_into_batches(
@@ -1025,6 +1108,7 @@ def preflight(
         estimated_cost=estimate_cost(estimates, info),
         worst_case_cost=_worst_case(estimates, info),
         warnings=warnings,
+        output_ratio=output_ratio,
     )
 
 

@@ -268,6 +268,17 @@ class Provenance(BaseModel):
     cost: Cost = Cost(batch_usd=0.0, realtime_usd=0.0)
     rejected: list[RejectedItem] = []
     merged_from: list[str] = []
+    effort: str = ""
+    max_tokens: int = 0
+
+    def settings(self) -> str:
+        """What made the result besides text and prompt: ``backend/model effort=… max_tokens=…``."""
+        return describe_settings(self.backend, self.model, self.effort, self.max_tokens)
+
+
+def describe_settings(backend: str, model: str, effort: str, max_tokens: int) -> str:
+    """One readable token for a result's identity beyond text and prompt (for messages)."""
+    return f"{backend or '?'}/{model or '?'} effort={effort or '-'} max_tokens={max_tokens or '?'}"
 
 
 def write_result(
@@ -278,7 +289,15 @@ def write_result(
     *,
     as_part: bool = False,
 ) -> Path:
-    """Write a result (or a part of a split section) and its provenance, then clear failures."""
+    """Write a result (or a part of a split section) and its provenance, then clear failures.
+
+    The request's effort and ``max_tokens`` (part of a result's identity, invariant 10) are
+    stamped on the provenance here, so every writer (batch, real time, merge) records them.
+    """
+    if meta.max_tokens and not provenance.max_tokens:
+        provenance = provenance.model_copy(
+            update={"effort": meta.effort, "max_tokens": meta.max_tokens}
+        )
     path = (
         part_path(output_dir, meta.custom_id)
         if as_part
@@ -331,27 +350,95 @@ def load_all_provenance(output_dir: Path | str) -> list[Provenance]:
     return out
 
 
-def has_valid_result(output_dir: Path, custom_id: str, sha256: str, prompt_version: str) -> bool:
-    """Whether ``custom_id`` already has a result for exactly this text and prompt version.
+@dataclass(frozen=True)
+class ResultIdentity:
+    """What made a result beyond its text and prompt version (invariant 10).
 
-    Idempotency (invariant 3): such sections are not sent again. The result file must exist and
-    validate; the provenance must carry the same text hash and prompt version (which includes
-    the model).
+    A result is reused only when all of these match what the run would send now: the same text
+    with the same prompt from the local baseline and from Claude, or at another effort or
+    ``max_tokens``, are different results.
+    """
+
+    backend: str
+    model: str
+    effort: str
+    max_tokens: int
+
+    def describe(self) -> str:
+        """``anthropic/claude-sonnet-5-5 effort=low max_tokens=32000``."""
+        return describe_settings(self.backend, self.model, self.effort, self.max_tokens)
+
+    def mismatch(self, prov: Provenance) -> str | None:
+        """Why ``prov`` was made differently (``None``: the same way)."""
+        diffs = []
+        if prov.backend != self.backend:
+            diffs.append(f"backend {prov.backend or '?'} (now {self.backend})")
+        if prov.model != self.model:
+            diffs.append(f"model {prov.model or '?'} (now {self.model})")
+        if prov.effort != self.effort:
+            diffs.append(f"effort {prov.effort or '-'} (now {self.effort or '-'})")
+        if prov.max_tokens != self.max_tokens:
+            diffs.append(f"max_tokens {prov.max_tokens or '?'} (now {self.max_tokens})")
+        return ", ".join(diffs) or None
+
+
+@dataclass(frozen=True)
+class ResultCheck:
+    """Whether a section's result file can be reused.
+
+    Attributes:
+        valid: A result exists for exactly this text, prompt version and identity.
+        other_settings: A valid result for this text and prompt exists but was made by another
+            backend, model, effort or ``max_tokens`` (what differs), or ``None``.
+    """
+
+    valid: bool
+    other_settings: str | None = None
+
+
+def check_result(
+    output_dir: Path,
+    custom_id: str,
+    sha256: str,
+    prompt_version: str,
+    identity: ResultIdentity | None = None,
+) -> ResultCheck:
+    """Whether ``custom_id`` already has a result for this text, prompt version and identity.
+
+    Idempotency (invariant 3) and identity (invariant 10): such sections are not sent again. The
+    result file must exist and validate; the provenance must carry the same text hash and prompt
+    version (which includes the model) and, when ``identity`` is given, the same backend, model,
+    effort and ``max_tokens``.
     """
     try:
         path = result_path(output_dir, custom_id)
     except InputFileError:
-        return False
+        return ResultCheck(valid=False)
     if not path.is_file():
-        return False
+        return ResultCheck(valid=False)
     prov = load_provenance(output_dir, custom_id)
     if prov is None or prov.sha256 != sha256 or prov.prompt_version != prompt_version:
-        return False
+        return ResultCheck(valid=False)
     try:
         ExtractionResult.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValidationError, ValueError):
-        return False
-    return True
+        return ResultCheck(valid=False)
+    if identity is not None:
+        why = identity.mismatch(prov)
+        if why is not None:
+            return ResultCheck(valid=False, other_settings=why)
+    return ResultCheck(valid=True)
+
+
+def has_valid_result(
+    output_dir: Path,
+    custom_id: str,
+    sha256: str,
+    prompt_version: str,
+    identity: ResultIdentity | None = None,
+) -> bool:
+    """:func:`check_result`'s verdict alone."""
+    return check_result(output_dir, custom_id, sha256, prompt_version, identity).valid
 
 
 def load_failures(location: Path | str, series: str | None = None) -> list[FailureRecord]:

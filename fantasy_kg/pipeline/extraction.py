@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from fantasy_kg.domain import answer as answer_sizing
+from fantasy_kg.domain.answer import describe_answer
 from fantasy_kg.domain.catalog import ModelInfo, default_model, get_model
 from fantasy_kg.domain.errors import BudgetExceededError, InputFileError
 from fantasy_kg.domain.paths import extracted_dir
@@ -32,6 +34,7 @@ from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.prompts import prompt_version
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology, default_ontology, load_ontology
 from fantasy_kg.domain.sections import SectionFile, read_sections, text_sha256
+from fantasy_kg.llm.backend import backend_name
 from fantasy_kg.llm.batch_provider import AnthropicBatchProvider, ResultsArchivedError
 from fantasy_kg.llm.jobs import FailureRecord, JobRecord, JobStore
 from fantasy_kg.llm.realtime import AnthropicProvider, UnifiedLLMService
@@ -44,16 +47,16 @@ from fantasy_kg.llm.requests import (
 )
 from fantasy_kg.llm.results import (
     FAILURES_DIR,
-    has_valid_result,
+    ResultIdentity,
+    check_result,
     load_failures,
     result_path,
 )
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 32000
-"""Default ``max_tokens`` (capped at the model's output limit): room for a long JSON answer and
-thinking on 5.x models. The same default as sectioning, which reserves it in the window."""
+DEFAULT_MAX_TOKENS = answer_sizing.DEFAULT_MAX_TOKENS
+"""Default ``max_tokens`` (see :mod:`fantasy_kg.domain.answer`); the same as sectioning's."""
 
 T = TypeVar("T")
 StatusCallback = Callable[[JobRecord], None]
@@ -66,7 +69,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def default_max_tokens(model: ModelInfo) -> int:
     """:data:`DEFAULT_MAX_TOKENS` capped at the model's output limit."""
-    return min(DEFAULT_MAX_TOKENS, model.max_output_tokens)
+    return answer_sizing.default_max_tokens(model)
 
 
 def find_series_ontology(sections_dir: Path, series: str) -> Ontology:
@@ -104,6 +107,10 @@ class SubmissionPlan:
         blocked: custom_ids with a permanent failure for the same inputs (sent again only with
             ``retry_failed``).
         report: Pre-flight report of ``requests`` (``None`` when there is nothing to send).
+        identity: Backend, model, effort and ``max_tokens`` the requests run with.
+        other_settings: custom_id -> why its existing result is not reused (made by another
+            backend, model, effort or ``max_tokens``); those sections are in ``requests``.
+        forced: custom_ids whose valid result is extracted again because of ``force``.
     """
 
     series: str
@@ -113,6 +120,26 @@ class SubmissionPlan:
     blocked: list[str] = field(default_factory=list)
     report: PreflightReport | None = None
     series_name: str = ""
+    identity: ResultIdentity | None = None
+    other_settings: dict[str, str] = field(default_factory=dict)
+    forced: list[str] = field(default_factory=list)
+
+    def reuse_note(self) -> str | None:
+        """One line on results not reused, or ``None`` when every result was reusable."""
+        if self.other_settings:
+            reasons = sorted(set(self.other_settings.values()))
+            why = reasons[0] + (f" (and {len(reasons) - 1} other reasons)" if reasons[1:] else "")
+            now = self.identity.describe() if self.identity else "the current settings"
+            return (
+                f"series {self.series}: {len(self.other_settings)} existing results were made "
+                f"with {why}: extracting them again with {now}"
+            )
+        if self.forced:
+            return (
+                f"series {self.series}: --force: extracting {len(self.forced)} sections again "
+                "although they have results"
+            )
+        return None
 
 
 def _active_jobs(store: JobStore, series: str) -> list[JobRecord]:
@@ -132,13 +159,28 @@ def plan_submission(
     effort: str | None = None,
     ontology: Ontology | None = None,
     retry_failed: bool = False,
+    backend: str = "local",
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
 ) -> SubmissionPlan:
-    """Decide which sections of a series must be sent (no network, nothing written)."""
+    """Decide which sections of a series must be sent (no network, nothing written).
+
+    A section is skipped only when its result was made from the same text and prompt version
+    by the same backend, model, effort and ``max_tokens`` (invariant 10); ``force`` sends every
+    section that is not in flight again. ``effort`` defaults to
+    :data:`~fantasy_kg.domain.answer.DEFAULT_EFFORT` on models that think.
+    """
     onto = ontology or find_series_ontology(sections_dir, series)
     pv = prompt_version(onto, model.id)
+    sent_effort = answer_sizing.request_effort(model, effort)
+    run_effort = answer_sizing.effective_effort(model, sent_effort)
     first_extra = sections[0].meta.model_extra or {} if sections else {}
     plan = SubmissionPlan(
-        series=series, series_name=str(first_extra.get("series_name", "") or onto.name or "")
+        series=series,
+        series_name=str(first_extra.get("series_name", "") or onto.name or ""),
+        identity=ResultIdentity(
+            backend=backend, model=model.id, effort=run_effort or "", max_tokens=max_tokens
+        ),
     )
     active = _active_jobs(store, series)
     busy: dict[tuple[str, str, str], JobRecord] = {}
@@ -153,9 +195,14 @@ def plan_submission(
     for sec in sections:
         cid = make_custom_id(sec.stem, used)
         sha = sec.meta.sha256 or text_sha256(sec.text)
-        if has_valid_result(output_dir, cid, sha, pv):
+        check = check_result(output_dir, cid, sha, pv, plan.identity)
+        if check.valid and not force:
             plan.done.append(cid)
             continue
+        if check.valid:
+            plan.forced.append(cid)
+        elif check.other_settings is not None:
+            plan.other_settings[cid] = check.other_settings
         running = busy.get((cid, sha, pv))
         if running is not None:
             if running.id not in {j.id for j in plan.in_flight}:
@@ -172,12 +219,12 @@ def plan_submission(
                 model.id,
                 max_tokens,
                 custom_id=cid,
-                effort=effort,
+                effort=sent_effort,
                 series_name=str((sec.meta.model_extra or {}).get("series_name", "")) or None,
             )
         )
     if plan.requests:
-        plan.report = preflight(plan.requests, model.id)
+        plan.report = preflight(plan.requests, model.id, output_ratio=output_ratio)
     return plan
 
 
@@ -218,6 +265,8 @@ async def submit_series_async(
     max_cost: float | None = None,
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     ontology: Ontology | None = None,
     retry_failed: bool = False,
     max_attempts: int = 2,
@@ -233,6 +282,7 @@ async def submit_series_async(
     if not sections:
         where = f" for series {series!r}" if series else ""
         raise InputFileError(f"no section files{where} in {sec_dir} (run `fantasy-kg sections`)")
+    bname = provider.backend if provider is not None else backend_name(backend)
     plans = [
         plan_submission(
             sec_dir,
@@ -243,6 +293,9 @@ async def submit_series_async(
             store=store,
             max_tokens=tokens,
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
+            backend=bname,
             ontology=ontology,
             retry_failed=retry_failed,
         )
@@ -250,6 +303,9 @@ async def submit_series_async(
     ]
     total = Cost(batch_usd=0.0, realtime_usd=0.0)
     for plan in plans:
+        note = plan.reuse_note()
+        if note:
+            logger.warning(note)
         if plan.report is not None:
             total = Cost(
                 batch_usd=total.batch_usd + plan.report.estimated_cost.batch_usd,
@@ -264,6 +320,10 @@ async def submit_series_async(
             sum(len(j.inputs) for j in plan.in_flight),
             len(plan.blocked),
         )
+        if plan.report is not None:
+            logger.info("series %s: %s", plan.series, preflight_summary(plan.report))
+    if any(p.requests for p in plans):
+        announce_plan(bname, info, plans, total)
     if max_cost is not None and total.batch_usd > max_cost:
         raise BudgetExceededError(
             f"estimated batch cost ${total.batch_usd:.2f} exceeds --max-cost ${max_cost:.2f} "
@@ -294,6 +354,49 @@ async def submit_series_async(
     return jobs
 
 
+def preflight_summary(report: PreflightReport) -> str:
+    """One line: requests, the tightest expected answer against ``max_tokens``, planned spend."""
+    largest = report.largest_answer
+    fit = (
+        f"; tightest answer: {describe_answer(largest, report.output_ratio)}"
+        if largest is not None
+        else ""
+    )
+    thinking = report.expected_thinking_tokens
+    return (
+        f"pre-flight {len(report.requests)} requests in {len(report.batches)} batch(es), "
+        f"expected output ~{report.expected_output_tokens:,} tokens"
+        + (f" (~{thinking:,} of them thinking)" if thinking else "")
+        + f", estimated ${report.estimated_cost.batch_usd:.2f} at the batch rate"
+        + fit
+    )
+
+
+def announce_plan(backend: str, model: ModelInfo, plans: list[SubmissionPlan], total: Cost) -> None:
+    """Say loudly what is about to be spent where: Claude is announced like the local backend."""
+    requests = sum(len(p.requests) for p in plans)
+    efforts = sorted({p.identity.effort for p in plans if p.identity and p.identity.effort})
+    effort = f"effort {'/'.join(efforts)}" if efforts else "no thinking"
+    if backend == "anthropic":
+        logger.warning(
+            "backend=anthropic: Claude %s (%s), %d requests, planned spend $%.2f at the batch "
+            "rate ($%.2f real-time)",
+            model.id,
+            effort,
+            requests,
+            total.batch_usd,
+            total.realtime_usd,
+        )
+    else:
+        logger.info(
+            "backend=local: emulating %s (%s), %d requests; the emulated cost is what Claude "
+            "would bill for answers of this size, nothing is spent",
+            model.id,
+            effort,
+            requests,
+        )
+
+
 def _series_name(plan: SubmissionPlan) -> str:
     """The series' display name (the guide's ``series_name``), from the first section's meta."""
     return plan.series_name or plan.series
@@ -310,6 +413,8 @@ def submit_series(
     max_cost: float | None = None,
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     ontology: Ontology | None = None,
     retry_failed: bool = False,
     max_attempts: int = 2,
@@ -327,7 +432,10 @@ def submit_series(
         backend: ``auto`` | ``anthropic`` | ``local``.
         max_cost: Refuse to submit when the pre-flight batch estimate (USD) exceeds it.
         max_tokens: Output budget per request (default 32,000 capped at the model's limit).
-        effort: ``output_config.effort`` on thinking models (thinking is billed as output).
+        effort: ``output_config.effort`` on thinking models (thinking is billed as output);
+            default :data:`~fantasy_kg.domain.answer.DEFAULT_EFFORT`.
+        output_ratio: Expected answer tokens per section token (answer-fit check, estimate).
+        force: Extract again sections that already have a result (not those in flight).
         ontology: Ontology to prompt with (default: ``<slug>_schema.json`` or the default).
         retry_failed: Also resend sections whose last failure was permanent (refusal, invalid
             request, invalid JSON).
@@ -355,6 +463,8 @@ def submit_series(
             max_cost=max_cost,
             max_tokens=max_tokens,
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
             ontology=ontology,
             retry_failed=retry_failed,
             max_attempts=max_attempts,
@@ -370,8 +480,11 @@ def preflight_series(
     model: str | None = None,
     *,
     jobs_dir: Path | str | None = None,
+    backend: str = "auto",
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     retry_failed: bool = False,
 ) -> list[SubmissionPlan]:
     """What :func:`submit_series` would send, with pre-flight checks and cost estimate, offline.
@@ -383,6 +496,7 @@ def preflight_series(
     info = get_model(model or default_model())
     store = JobStore(jobs_dir)
     sections = read_sections(sec_dir, series)
+    bname = backend_name(backend)
     return [
         plan_submission(
             sec_dir,
@@ -393,6 +507,9 @@ def preflight_series(
             store=store,
             max_tokens=max_tokens or default_max_tokens(info),
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
+            backend=bname,
             retry_failed=retry_failed,
         )
         for slug, secs in _group_by_series(sections).items()
@@ -625,6 +742,16 @@ class FullRunResult:
     cost: Cost = field(default_factory=lambda: Cost(batch_usd=0.0, realtime_usd=0.0))
     failures: list[FailureRecord] = field(default_factory=list)
 
+    @property
+    def truncated(self) -> int:
+        """Answers cut at ``max_tokens`` (or the window) and split into halves: planning misses."""
+        return sum(b.split for b in self.batches)
+
+    @property
+    def followup_batches(self) -> int:
+        """Follow-up batches created (for halves of cut answers and retryable failures)."""
+        return sum(1 for b in self.batches if b.followup_batch_id)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (what the CLI prints)."""
         return {
@@ -632,6 +759,8 @@ class FullRunResult:
             "written": self.written,
             "failed": self.failed,
             "pending": self.pending,
+            "truncated": self.truncated,
+            "followup_batches": self.followup_batches,
             "batches": [
                 b.to_json() | {"files_written": len(b.files_written)} for b in self.batches
             ],
@@ -663,6 +792,8 @@ async def run_full_async(
     max_cost: float | None = None,
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     retry_failed: bool = False,
     max_attempts: int = 2,
     poll_interval_seconds: float = 60.0,
@@ -695,6 +826,8 @@ async def run_full_async(
             max_cost=max_cost,
             max_tokens=max_tokens,
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
             retry_failed=retry_failed,
             max_attempts=max_attempts,
             provider=prov,
@@ -767,6 +900,13 @@ def _final_state(
                     retryable=True,
                 )
             )
+    truncated = sum(r.split for r in results)
+    if truncated:
+        logger.warning(
+            "%d answers were cut at max_tokens and split into halves (one more batch round "
+            "each): lower --max-section-tokens or raise --max-tokens",
+            truncated,
+        )
     logger.info(
         "extraction: %d sections = %d written + %d failed + %d pending; cost $%.4f batch "
         "($%.4f real-time equivalent); failures in %s",
@@ -801,6 +941,8 @@ def run_full(
     max_cost: float | None = None,
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     retry_failed: bool = False,
     max_attempts: int = 2,
     poll_interval_seconds: float = 60.0,
@@ -825,6 +967,8 @@ def run_full(
             max_cost=max_cost,
             max_tokens=max_tokens,
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
             retry_failed=retry_failed,
             max_attempts=max_attempts,
             poll_interval_seconds=poll_interval_seconds,
@@ -849,6 +993,8 @@ async def extract_realtime_async(
     backend: str = "auto",
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     max_concurrency: int = 4,
     max_attempts: int = 2,
     retry_failed: bool = False,
@@ -864,6 +1010,7 @@ async def extract_realtime_async(
     if not sections:
         raise InputFileError(f"no section files in {sec_dir} (run `fantasy-kg sections`)")
     store = JobStore(None)
+    bname = provider.backend if provider is not None else backend_name(backend)
     plans = [
         plan_submission(
             sec_dir,
@@ -874,10 +1021,17 @@ async def extract_realtime_async(
             store=store,
             max_tokens=max_tokens or default_max_tokens(info),
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
+            backend=bname,
             retry_failed=retry_failed,
         )
         for slug, secs in _group_by_series(sections).items()
     ]
+    for plan in plans:
+        note = plan.reuse_note()
+        if note:
+            logger.warning(note)
     requests = [r for p in plans for r in p.requests]
     estimate = sum(p.report.estimated_cost.realtime_usd for p in plans if p.report)
     if max_cost is not None and estimate > max_cost:
@@ -924,6 +1078,8 @@ def extract_realtime(
     backend: str = "auto",
     max_tokens: int | None = None,
     effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     max_concurrency: int = 4,
     max_attempts: int = 2,
     retry_failed: bool = False,
@@ -945,6 +1101,8 @@ def extract_realtime(
             backend=backend,
             max_tokens=max_tokens,
             effort=effort,
+            output_ratio=output_ratio,
+            force=force,
             max_concurrency=max_concurrency,
             max_attempts=max_attempts,
             retry_failed=retry_failed,

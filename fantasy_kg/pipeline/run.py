@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fantasy_kg.domain import paths
+from fantasy_kg.domain.answer import DEFAULT_OUTPUT_RATIO
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import InputFileError
 from fantasy_kg.llm.jobs import JobRecord
@@ -61,6 +62,10 @@ def run_series(
     backend: str = "auto",
     max_cost: float | None = None,
     max_tokens: int | None = None,
+    max_section_tokens: int | None = None,
+    effort: str | None = None,
+    output_ratio: float = DEFAULT_OUTPUT_RATIO,
+    force: bool = False,
     poll_interval_seconds: float | None = None,
     db_path: Path | None = None,
     on_status: Callable[[JobRecord], None] | None = None,
@@ -74,7 +79,13 @@ def run_series(
         model: Model id or alias (default: the catalog's default).
         backend: ``auto`` | ``anthropic`` | ``local``.
         max_cost: Refuse to submit when the pre-flight batch estimate exceeds this (USD).
-        max_tokens: Output budget per request (default: the pipeline's per-model default).
+        max_tokens: Output budget per request, thinking included (default: 32,000 capped at
+            the model's output limit).
+        max_section_tokens: Cap on each section's text tokens (default: 16,000, lowered until
+            the expected answer fits ``max_tokens``).
+        effort: ``output_config.effort`` on models that think (default ``low``).
+        output_ratio: Expected answer tokens per section token.
+        force: Extract again sections that already have a result.
         poll_interval_seconds: Seconds between polls (default depends on the backend).
         db_path: DuckDB file (default ``<data>/fantasy_kg.duckdb``).
         on_status: Called with the job record after every poll (progress bars).
@@ -90,7 +101,16 @@ def run_series(
     db = db_path or paths.warehouse_path(root)
     model_name = model or default_model()
 
-    sections = build_sections(books, sections_dir, series=series, model=model_name)
+    sections = build_sections(
+        books,
+        sections_dir,
+        series=series,
+        model=model_name,
+        max_tokens=max_tokens,
+        max_section_tokens=max_section_tokens,
+        effort=effort,
+        output_ratio=output_ratio,
+    )
     slugs = [s.series for s in sections.series]
     if not slugs:
         raise InputFileError(f"no series found under {books}: add a folder of .txt/.epub books")
@@ -103,6 +123,9 @@ def run_series(
         backend=backend,
         max_cost=max_cost,
         max_tokens=max_tokens,
+        effort=effort,
+        output_ratio=output_ratio,
+        force=force,
         poll_interval_seconds=poll_interval_seconds or default_poll_interval(backend),
         on_status=on_status,
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fantasy_kg.domain import answer as answer_sizing
 from fantasy_kg.domain.catalog import ModelInfo, get_model
 from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.paths import ontology_dir, slugify
@@ -20,9 +21,8 @@ from fantasy_kg.domain.text.ingest import Book, list_book_files, read_book
 from fantasy_kg.domain.text.sectioning import SeriesPlan, plan_sections
 from fantasy_kg.domain.text.tokens import TokenCounter
 
-DEFAULT_MAX_TOKENS = 32000
-"""Default ``max_tokens`` for extraction requests: room for a long JSON answer (and thinking on
-5.x models) while leaving most of a 200K window for text. Capped at the model's output limit."""
+DEFAULT_MAX_TOKENS = answer_sizing.DEFAULT_MAX_TOKENS
+"""Default ``max_tokens`` for extraction requests (see :mod:`fantasy_kg.domain.answer`)."""
 
 Progress = Callable[[str, int, int], None]
 """Progress callback ``(phase, done, total)``; phases ``read``, ``plan``, ``write``."""
@@ -108,7 +108,44 @@ class SectionsSummary:
 
 def default_max_tokens(model: ModelInfo) -> int:
     """:data:`DEFAULT_MAX_TOKENS`, capped at the model's output limit."""
-    return min(DEFAULT_MAX_TOKENS, model.max_output_tokens)
+    return answer_sizing.default_max_tokens(model)
+
+
+def section_cap(
+    model: ModelInfo,
+    *,
+    max_tokens: int,
+    effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
+    max_section_tokens: int | None = None,
+) -> int:
+    """The text-token cap of each section: the user's, else the default cut to fit the answer.
+
+    An explicit ``max_section_tokens`` is taken as given, so that a plan whose answers cannot fit
+    is refused by the pre-flight with the fix, rather than silently re-cut. The default is
+    :data:`~fantasy_kg.domain.answer.DEFAULT_MAX_SECTION_TOKENS`, lowered until the expected
+    answer (output ratio x section + thinking for the effort, with the margin) fits ``max_tokens``.
+
+    Raises:
+        ConfigError: no section size leaves room for the answer (``max_tokens`` too small).
+    """
+    if max_section_tokens is not None:
+        return max_section_tokens
+    effort_run = answer_sizing.effective_effort(model, answer_sizing.request_effort(model, effort))
+    fit = answer_sizing.max_section_tokens_for_answer(
+        model, max_tokens=max_tokens, effort=effort_run, output_ratio=output_ratio
+    )
+    if fit < MIN_SECTION_FOR_ANSWER:
+        raise ConfigError(
+            f"{model.id}: max_tokens {max_tokens:,} leaves no room for an answer at effort "
+            f"{effort_run or 'none'} (output ratio {output_ratio:g}); raise --max-tokens "
+            "or lower --effort"
+        )
+    return min(answer_sizing.DEFAULT_MAX_SECTION_TOKENS, fit)
+
+
+MIN_SECTION_FOR_ANSWER = 1000
+"""Below this many text tokens per section, sectioning would shred the book: refuse instead."""
 
 
 def discover_series(books_dir: Path, series: str | None = None) -> list[SeriesSource]:
@@ -206,6 +243,8 @@ def build_sections(
     model: str,
     max_tokens: int | None = None,
     max_section_tokens: int | None = None,
+    effort: str | None = None,
+    output_ratio: float = answer_sizing.DEFAULT_OUTPUT_RATIO,
     ontology_path: Path | None = None,
     counter: TokenCounter | None = None,
     progress: Progress | None = None,
@@ -218,7 +257,11 @@ def build_sections(
         series: Slug or folder name of one series; all series when ``None``.
         model: Model id or alias; its window, output cap and tokenizer decide the budget.
         max_tokens: ``max_tokens`` of the extraction requests (:func:`default_max_tokens`).
-        max_section_tokens: Optional cap on each section's text tokens.
+        max_section_tokens: Cap on each section's text tokens; by default
+            :data:`~fantasy_kg.domain.answer.DEFAULT_MAX_SECTION_TOKENS`, lowered so that the
+            expected answer fits ``max_tokens`` (:func:`section_cap`).
+        effort: ``output_config.effort`` the extraction will use (thinking needs room too).
+        output_ratio: Expected answer tokens per section token.
         ontology_path: Ontology file for every selected series; by default each series uses
             ``<slug>_schema.json`` (:func:`find_ontology`) or the generic default ontology.
         counter: Token counter; the offline estimate when ``None``.
@@ -235,6 +278,14 @@ def build_sections(
 
     info = get_model(model)
     max_tokens = default_max_tokens(info) if max_tokens is None else max_tokens
+    answer_sizing.check_output_ratio(output_ratio)
+    cap = section_cap(
+        info,
+        max_tokens=max_tokens,
+        effort=effort,
+        output_ratio=output_ratio,
+        max_section_tokens=max_section_tokens,
+    )
     counter = counter or EstimateCounter()
     sources = discover_series(books_dir, series)
 
@@ -261,7 +312,7 @@ def build_sections(
             ontology=ontology,
             model=info,
             max_tokens=max_tokens,
-            max_section_tokens=max_section_tokens,
+            max_section_tokens=cap,
             counter=counter,
         )
         plans.append((plan, onto_name))
