@@ -6,11 +6,13 @@ estimate prices each distinct token count once. None of that may change a byte o
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fantasy_kg.domain.answer import effective_effort, expected_answer, thinking_allowance
 from fantasy_kg.domain.catalog import get_model
 from fantasy_kg.domain.pricing import TokenUsage, price_usage
 from fantasy_kg.domain.prompts import build_prompt, prompt_version
@@ -86,8 +88,16 @@ def test_body_sizer_equals_request_bytes():
 
 def test_cost_estimate_equals_pricing_every_request():
     info = get_model(MODEL)
+    effort = effective_effort(info, None)
     estimates = [
-        RequestEstimate(f"r{i}", prompt_tokens=p, prefix_tokens=q, max_tokens=m, bytes=1)
+        RequestEstimate(
+            f"r{i}",
+            prompt_tokens=p,
+            prefix_tokens=q,
+            max_tokens=m,
+            bytes=1,
+            answer=expected_answer(p - q, info, max_tokens=m, effort=effort),
+        )
         for i, (p, q, m) in enumerate(
             [(9000, 6000, 4000), (9000, 6000, 4000), (300, 100, 2000), (9000, 6000, 4000)] * 5
         )
@@ -95,9 +105,8 @@ def test_cost_estimate_equals_pricing_every_request():
     batch = realtime = 0.0
     for i, est in enumerate(estimates):
         body = max(0, est.prompt_tokens - est.prefix_tokens)
-        out = min(est.max_tokens, max(1024, int(body * 0.3)))
-        if info.thinking_default != "off":
-            out = min(est.max_tokens, out * 2)
+        answer = max(256, math.ceil(0.15 * body))
+        out = min(est.max_tokens, answer + thinking_allowance(effort, info, answer))
         if est.prefix_tokens < info.min_cacheable_prefix_tokens:
             c = price_usage(info, TokenUsage(input_tokens=est.prompt_tokens, output_tokens=out))
             batch, realtime = batch + c.batch_usd, realtime + c.realtime_usd

@@ -9,6 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fantasy_kg.domain.answer import (
+    DEFAULT_MAX_SECTION_TOKENS,
+    default_max_tokens,
+    effective_effort,
+    expected_answer,
+    max_section_tokens_for_answer,
+    request_effort,
+)
 from fantasy_kg.domain.catalog import get_model
 from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.prompts import build_prompt
@@ -135,9 +143,48 @@ def test_oz_sections_fit_opus_4_5_and_tile_the_books(oz_dir: Path, tmp_path: Pat
             assert set(sp.chapters) <= headings
 
 
+def test_default_sections_are_sized_for_the_answer_not_the_window(
+    oz_dir: Path, tmp_path: Path
+) -> None:
+    # A 200K and a 1M window are both cut at the default cap: the answer limits the sections.
+    small = build_sections(oz_dir, tmp_path / "a", model="claude-opus-4-5")
+    large = build_sections(oz_dir, tmp_path / "b", model="claude-sonnet-5-5")
+    for summary in (small, large):
+        assert summary.sections >= summary.input_tokens // DEFAULT_MAX_SECTION_TOKENS
+    for model, folder in (("claude-opus-4-5", "a"), ("claude-sonnet-5-5", "b")):
+        info = get_model(model)
+        effort = effective_effort(info, request_effort(info, None))
+        for sec in read_sections(tmp_path / folder):
+            assert sec.meta.input_tokens <= DEFAULT_MAX_SECTION_TOKENS
+            size = expected_answer(
+                sec.meta.input_tokens, info, max_tokens=default_max_tokens(info), effort=effort
+            )
+            assert size.fits, (model, sec.meta.section, size)
+
+
+def test_a_small_max_tokens_shrinks_the_sections_until_the_answer_fits(
+    oz_dir: Path, tmp_path: Path
+) -> None:
+    info = get_model("claude-sonnet-5-5")
+    summary = build_sections(oz_dir, tmp_path / "s", model=info.id, max_tokens=4000, effort="high")
+    cap = max_section_tokens_for_answer(info, max_tokens=4000, effort="high")
+    assert 1000 < cap < DEFAULT_MAX_SECTION_TOKENS
+    sections = read_sections(tmp_path / "s")
+    assert summary.sections == len(sections)
+    for sec in sections:
+        assert sec.meta.input_tokens <= cap
+        assert expected_answer(sec.meta.input_tokens, info, max_tokens=4000, effort="high").fits
+
+
 def test_a_1m_model_gets_fewer_larger_oz_sections(oz_dir: Path, tmp_path: Path) -> None:
-    small = build_sections(oz_dir, tmp_path / "a", model="claude-opus-4-5", max_tokens=64000)
-    large = build_sections(oz_dir, tmp_path / "b", model="claude-sonnet-4-6", max_tokens=64000)
+    # Window sizing alone (an explicit, huge section cap): the 1M window takes more per section.
+    cap = 2_000_000
+    small = build_sections(
+        oz_dir, tmp_path / "a", model="claude-opus-4-5", max_tokens=64000, max_section_tokens=cap
+    )
+    large = build_sections(
+        oz_dir, tmp_path / "b", model="claude-sonnet-4-6", max_tokens=64000, max_section_tokens=cap
+    )
     assert large.sections < small.sections
     big = read_sections(tmp_path / "b")
     assert max(s.meta.input_tokens for s in big) > 200_000

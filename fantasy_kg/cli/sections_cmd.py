@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from fantasy_kg.cli.options import dir_option, file_option
+from fantasy_kg.cli.options import dir_option, effort_option, file_option, sizing_options
+from fantasy_kg.domain.answer import ANSWER_MARGIN, answer_fit_hint, describe_answer
 from fantasy_kg.domain.catalog import default_model, get_model
-from fantasy_kg.domain.errors import ConfigError
+from fantasy_kg.domain.errors import ConfigError, PreflightError
 from fantasy_kg.domain.estimate import (
     CACHE_ASSUMPTION,
     DEFAULT_OUTPUT_RATIO,
@@ -47,15 +48,7 @@ _PHASES = {"read": "reading books", "plan": "planning sections", "write": "writi
 )
 @click.option("--series", default=None, help="Only this series (slug or folder name).")
 @click.option("--model", default=None, help="Target model id or alias. Default: the catalog's.")
-@click.option(
-    "--max-tokens",
-    type=int,
-    default=None,
-    help="max_tokens of the extraction requests (default 32000, capped at the model's limit).",
-)
-@click.option(
-    "--max-section-tokens", type=int, default=None, help="Cap on each section's text tokens."
-)
+@sizing_options
 @file_option(
     "--ontology",
     "ontology_path",
@@ -76,6 +69,8 @@ def sections_command(
     model: str | None,
     max_tokens: int | None,
     max_section_tokens: int | None,
+    effort: str | None,
+    output_ratio: float,
     ontology_path: Path | None,
     token_count: str,
     as_json: bool,
@@ -112,6 +107,8 @@ def sections_command(
             model=model_name,
             max_tokens=max_tokens,
             max_section_tokens=max_section_tokens,
+            effort=effort,
+            output_ratio=output_ratio,
             ontology_path=ontology_path,
             counter=counter,
             progress=progress,
@@ -151,6 +148,7 @@ def _row_cells(row: CostRow, style: str, total: bool) -> list[str]:
         str(row.sections),
         f"{row.input_tokens_model or row.input_tokens:,}",
         f"~{out_tokens}",
+        f"~{round(row.thinking_tokens):,}" if row.thinking_tokens else "-",
         _usd(row.realtime_usd),
         _usd(row.batch_usd),
         _usd(cents(row.realtime_usd) - cents(row.batch_usd)),
@@ -162,9 +160,10 @@ def _row_cells(row: CostRow, style: str, total: bool) -> list[str]:
 def _table(est: ModelEstimate) -> Table:
     p = est.model.price_per_mtok
     bands = "; long-prompt bands apply" if est.model.price_bands else ""
+    thinking = f" + thinking at effort {est.effort}" if est.effort else ""
     title = (
         f"{est.model.display_name} (${p.input:g}/${p.output:g} per MTok{bands}; "
-        f"output {est.output_ratio:.0%} of input; {est.style} style)"
+        f"output {est.output_ratio:.0%} of input{thinking}; {est.style} style)"
     )
     table = Table(title=title, title_justify="left")
     for name in (
@@ -172,6 +171,7 @@ def _table(est: ModelEstimate) -> Table:
         "Sections",
         "Input tokens",
         "Est. output",
+        "Thinking",
         "Real-time",
         "Batch",
         "Savings",
@@ -183,6 +183,57 @@ def _table(est: ModelEstimate) -> Table:
         table.add_row(*_row_cells(row, est.style, total=False))
     table.add_row(*_row_cells(est.total, est.style, total=True), style="bold")
     return table
+
+
+def _fit_table(est: ModelEstimate, per_section: bool) -> Table:
+    """Expected answers against max_tokens: the tightest section per series, or every one."""
+    table = Table(
+        title=f"Answer fit on {est.model.id}: (answer + thinking) x{ANSWER_MARGIN:g} "
+        "must fit max_tokens",
+        title_justify="left",
+    )
+    for name in ("Series", "Section", "Tokens", "Answer", "Thinking", "Needs", "max_tokens", ""):
+        table.add_column(name, justify="left" if name in ("Series", "") else "right")
+    if per_section:
+        rows = list(est.fits)
+    else:
+        rows = [f for r in est.rows if (f := est.tightest(r.series)) is not None]
+    for fit in rows:
+        a = fit.answer
+        table.add_row(
+            fit.series,
+            f"{fit.section:02d}",
+            f"{a.section_tokens:,}",
+            f"~{a.answer_tokens:,}",
+            f"~{a.thinking_tokens:,}" if a.thinking_tokens else "-",
+            f"{a.required_tokens:,}",
+            f"{a.max_tokens:,}",
+            "fits" if a.fits else "CUT",
+            style=None if a.fits else "bold red",
+        )
+    return table
+
+
+def _refuse_misfits(estimates: list[ModelEstimate], style: str) -> None:
+    """Exit 2 with one line naming the first section whose answer cannot fit, and the fix.
+
+    In ``guide`` style the tables reproduce the guide's own plan (whose sections were sized for
+    the window alone), so a misfit is a warning there, not a refusal.
+    """
+    for est in estimates:
+        bad = est.misfits
+        if bad:
+            first = bad[0]
+            more = f" (and {len(bad) - 1} more sections)" if len(bad) > 1 else ""
+            line = (
+                f"{first.series} section {first.section:02d} on {est.model.id}: "
+                f"{describe_answer(first.answer, est.output_ratio)}{more}; "
+                f"{answer_fit_hint(first.answer, est.model, est.output_ratio)}"
+            )
+            if style == "guide":
+                click.echo(f"warning: {line}", err=True)
+                continue
+            raise PreflightError(line)
 
 
 @click.command("estimate")
@@ -201,6 +252,14 @@ def _table(est: ModelEstimate) -> Table:
     show_default=True,
     help="Estimated output tokens as a share of input tokens.",
 )
+@effort_option
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="max_tokens to check answers against. Default: the one the sections were planned for.",
+)
+@click.option("--sections", "per_section", is_flag=True, help="Show every section's answer fit.")
 @click.option(
     "--style",
     type=click.Choice(["exact", "guide"]),
@@ -215,10 +274,17 @@ def estimate_command(
     models: tuple[str, ...],
     series: str | None,
     output_ratio: float,
+    effort: str | None,
+    max_tokens: int | None,
+    per_section: bool,
     style: str,
     as_json: bool,
 ) -> None:
     """Estimate real-time vs batch cost of extracting the sections (the guide's tables).
+
+    Output includes the thinking expected at --effort on models that think. Each section's
+    expected answer is checked against max_tokens; if one cannot fit, the command prints the
+    tables and exits 2 with the section and the fix.
 
     Example: fantasy-kg estimate --input-dir data/sections --model claude-opus-4-5 --model
     claude-sonnet-4-5 --style guide
@@ -234,7 +300,14 @@ def estimate_command(
         names = [counted_with(facts) or default_model()]
     infos = [get_model(name) for name in names]
     estimates = [
-        estimate_costs(facts, info, output_ratio=output_ratio, style=cast(Style, style))
+        estimate_costs(
+            facts,
+            info,
+            output_ratio=output_ratio,
+            style=cast(Style, style),
+            effort=effort,
+            max_tokens=max_tokens,
+        )
         for info in infos
     ]
     if as_json:
@@ -245,11 +318,13 @@ def estimate_command(
             "models": [e.to_dict() for e in estimates],
         }
         click.echo(json.dumps(doc, indent=2))
+        _refuse_misfits(estimates, style)
         return
     # Piped output would wrap at 80 columns; the table is wider than that.
     out = Console(width=max(Console().width, 150), soft_wrap=True)
     for est in estimates:
         out.print(_table(est))
+        out.print(_fit_table(est, per_section))
     if any(e.total.tokens_scaled for e in estimates):
         out.print(
             "Token counts were scaled to each model's tokenizer (catalog tokenizer_factor).",
@@ -257,6 +332,7 @@ def estimate_command(
             highlight=False,
         )
     out.print(f"Assumption: {CACHE_ASSUMPTION}.", markup=False, highlight=False)
+    _refuse_misfits(estimates, style)
 
 
 COMMANDS: list[click.Command] = [sections_command, estimate_command]

@@ -21,6 +21,11 @@ it (the model's cache-read price), all at the batch discount. That is the best c
 hits are best-effort (30-98 % observed), and a prefix shorter than the model's minimum cacheable
 length is not cached at all (then the cached column equals the uncached one).
 
+Thinking: on models that think, each section's output is its answer plus the thinking expected
+for the effort (:func:`fantasy_kg.domain.answer.thinking_allowance`), billed as output; the
+``Thinking`` column shows that share. Each section's expected answer is also checked against
+``max_tokens`` (:class:`SectionFit`): a plan whose answers cannot fit is one the pre-flight refuses.
+
 Token counts are per tokenizer. Meta files record the model they were counted for
 (``token_model``; absent in hand-made files, which are taken as Claude 4.5 tokenizer counts, as the
 guide's were); pricing another model scales them by the ratio of the catalog's
@@ -33,13 +38,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from fantasy_kg.domain import answer as answer_sizing
+from fantasy_kg.domain.answer import AnswerSize
 from fantasy_kg.domain.catalog import ModelInfo, get_model
 from fantasy_kg.domain.errors import InputFileError
 from fantasy_kg.domain.sections import SectionMeta, read_sections
 
 Style = Literal["exact", "guide"]
 
-DEFAULT_OUTPUT_RATIO = 0.15
+DEFAULT_OUTPUT_RATIO = answer_sizing.DEFAULT_OUTPUT_RATIO
 GUIDE_MODELS = ("claude-opus-4-5", "claude-sonnet-4-5")
 """The models of the guide's two tables (what ``--style guide`` shows when no model is given)."""
 
@@ -62,6 +69,9 @@ class SeriesTokens:
     prefix_tokens: int = 0
     token_model: str | None = None
     token_count_method: str = ""
+    section_numbers: tuple[int, ...] = ()
+    max_tokens: int | None = None
+    """The ``max_tokens`` the sections were planned for (from their meta files), if recorded."""
 
     @property
     def sections(self) -> int:
@@ -93,6 +103,8 @@ class CostRow:
     tokens_scaled: bool = False
     input_tokens_model: int = 0
     """Input tokens in the priced model's tokenizer (``input_tokens`` unless scaled)."""
+    thinking_tokens: Decimal = Decimal(0)
+    """Expected thinking tokens (part of ``output_tokens``; 0 on models that do not think)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; dollars rounded half-up to cents."""
@@ -110,6 +122,7 @@ class CostRow:
             "batch_cached_prefix_usd": float(cents(self.batch_cached_prefix_usd)),
             "tokens_scaled": self.tokens_scaled,
             "input_tokens_model": self.input_tokens_model or self.input_tokens,
+            "thinking_tokens": round_half_up(self.thinking_tokens, Decimal(1)),
         }
         if self.input_tokens_priced is not None:
             out["input_tokens_priced"] = self.input_tokens_priced
@@ -119,14 +132,49 @@ class CostRow:
 
 
 @dataclass(frozen=True)
+class SectionFit:
+    """One section's expected answer against ``max_tokens``."""
+
+    series: str
+    section: int
+    answer: AnswerSize
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        a = self.answer
+        return {
+            "series": self.series,
+            "section": self.section,
+            "section_tokens": a.section_tokens,
+            "answer_tokens": a.answer_tokens,
+            "thinking_tokens": a.thinking_tokens,
+            "required_tokens": a.required_tokens,
+            "max_tokens": a.max_tokens,
+            "fits": a.fits,
+        }
+
+
+@dataclass(frozen=True)
 class ModelEstimate:
-    """The table for one model."""
+    """The table for one model, and every section's answer fit."""
 
     model: ModelInfo
     style: Style
     output_ratio: float
     rows: tuple[CostRow, ...]
     total: CostRow
+    effort: str | None = None
+    fits: tuple[SectionFit, ...] = ()
+
+    @property
+    def misfits(self) -> list[SectionFit]:
+        """Sections whose expected answer cannot fit ``max_tokens``."""
+        return [f for f in self.fits if not f.answer.fits]
+
+    def tightest(self, series: str | None = None) -> SectionFit | None:
+        """The section (of ``series``, or of all) that needs the largest share of max_tokens."""
+        pool = [f for f in self.fits if series is None or f.series == series]
+        return max(pool, key=lambda f: f.answer.required_tokens / f.answer.max_tokens, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -143,8 +191,10 @@ class ModelEstimate:
                 "cache_read": p.cache_read,
                 "batch_discount": self.model.batch_discount,
             },
+            "effort": self.effort,
             "series": [r.to_dict() for r in self.rows],
             "total": self.total.to_dict(),
+            "sections": [f.to_dict() for f in self.fits],
         }
 
 
@@ -209,16 +259,28 @@ def _prefix_costs(
     return uncached, write + reads
 
 
-def _row_exact(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRow:
+def _thinking(model: ModelInfo, effort: str | None, answer_tokens: Decimal) -> Decimal:
+    """Expected thinking tokens for an answer (0 without thinking)."""
+    if effort is None:
+        return Decimal(0)
+    return Decimal(answer_sizing.thinking_allowance(effort, model, int(answer_tokens)))
+
+
+def _row_exact(
+    series: SeriesTokens, model: ModelInfo, ratio: Decimal, effort: str | None = None
+) -> CostRow:
     scale, scaled = _scale(series, model)
     discount = _d(model.batch_discount)
     realtime = Decimal(0)
     out_total = Decimal(0)
+    thinking_total = Decimal(0)
     prefix = series.prefix_tokens * scale
     prefix_uncached = Decimal(0)
     for tokens in series.section_tokens:
         t_in = tokens * scale
-        t_out = t_in * ratio
+        thinking = _thinking(model, effort, t_in * ratio)
+        thinking_total += thinking
+        t_out = t_in * ratio + thinking
         prompt = int(t_in + prefix)
         prices = model.prices_for_prompt(prompt)
         realtime += (t_in * _d(prices.input) + t_out * _d(prices.output)) / _MTOK
@@ -242,14 +304,20 @@ def _row_exact(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRo
         input_tokens_priced=int(round_half_up(series.input_tokens * scale, Decimal(1))),
         tokens_scaled=scaled,
         input_tokens_model=int(round_half_up(series.input_tokens * scale, Decimal(1))),
+        thinking_tokens=thinking_total,
     )
 
 
-def _row_guide(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRow:
+def _row_guide(
+    series: SeriesTokens, model: ModelInfo, ratio: Decimal, effort: str | None = None
+) -> CostRow:
     scale, scaled = _scale(series, model)
     exact_in = series.input_tokens * scale
+    thinking = sum(
+        (_thinking(model, effort, t * scale * ratio) for t in series.section_tokens), Decimal(0)
+    )
     t_in = round_sig(exact_in)
-    t_out = round_sig(exact_in * ratio)
+    t_out = round_sig(exact_in * ratio + thinking)
     avg_prompt = int((exact_in + series.prefix_tokens * scale) / max(series.sections, 1))
     p = model.prices_for_prompt(avg_prompt)
     realtime = cents((t_in * _d(p.input) + t_out * _d(p.output)) / _MTOK)
@@ -263,7 +331,7 @@ def _row_guide(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRo
         series=series.series,
         sections=series.sections,
         input_tokens=series.input_tokens,
-        output_tokens=exact_in * ratio,
+        output_tokens=exact_in * ratio + thinking,
         realtime_usd=realtime,
         batch_usd=batch,
         savings_usd=realtime - batch,
@@ -274,6 +342,7 @@ def _row_guide(series: SeriesTokens, model: ModelInfo, ratio: Decimal) -> CostRo
         output_tokens_priced=t_out,
         tokens_scaled=scaled,
         input_tokens_model=int(round_half_up(exact_in, Decimal(1))),
+        thinking_tokens=thinking,
     )
 
 
@@ -296,7 +365,39 @@ def _total(rows: Sequence[CostRow], style: Style) -> CostRow:
         output_tokens_priced=round_sig(out, 2) if style == "guide" else None,
         tokens_scaled=any(r.tokens_scaled for r in rows),
         input_tokens_model=sum(r.input_tokens_model for r in rows),
+        thinking_tokens=sum((r.thinking_tokens for r in rows), Decimal(0)),
     )
+
+
+def section_fits(
+    series: SeriesTokens,
+    model: ModelInfo,
+    *,
+    output_ratio: float,
+    effort: str | None,
+    max_tokens: int | None = None,
+) -> list[SectionFit]:
+    """Every section's expected answer against ``max_tokens`` (the plan's, else the default)."""
+    scale, _ = _scale(series, model)
+    budget = min(
+        max_tokens or series.max_tokens or answer_sizing.default_max_tokens(model),
+        model.max_output_tokens,
+    )
+    numbers = series.section_numbers or tuple(range(1, series.sections + 1))
+    return [
+        SectionFit(
+            series=series.series,
+            section=number,
+            answer=answer_sizing.expected_answer(
+                int(tokens * scale),
+                model,
+                max_tokens=budget,
+                effort=effort,
+                output_ratio=output_ratio,
+            ),
+        )
+        for number, tokens in zip(numbers, series.section_tokens, strict=True)
+    ]
 
 
 def estimate_costs(
@@ -305,12 +406,35 @@ def estimate_costs(
     *,
     output_ratio: float = DEFAULT_OUTPUT_RATIO,
     style: Style = "exact",
+    effort: str | None = None,
+    max_tokens: int | None = None,
 ) -> ModelEstimate:
-    """Price the series for one model (see the module docstring for the two styles)."""
+    """Price the series for one model (see the module docstring for the two styles).
+
+    Args:
+        series: Token facts per series.
+        model: The model to price.
+        output_ratio: Expected answer tokens per section token.
+        style: ``exact`` or ``guide``.
+        effort: The ``--effort`` the run would send (default: the pipeline's, on models that
+            think); thinking for it is added to the output.
+        max_tokens: ``max_tokens`` to check answers against (default: the plan's, recorded in
+            the meta files, else the pipeline's default for the model).
+    """
     ratio = _d(output_ratio)
+    run_effort = answer_sizing.effective_effort(model, answer_sizing.request_effort(model, effort))
     rows = tuple(
-        _row_guide(s, model, ratio) if style == "guide" else _row_exact(s, model, ratio)
+        _row_guide(s, model, ratio, run_effort)
+        if style == "guide"
+        else _row_exact(s, model, ratio, run_effort)
         for s in series
+    )
+    fits = tuple(
+        f
+        for s in series
+        for f in section_fits(
+            s, model, output_ratio=output_ratio, effort=run_effort, max_tokens=max_tokens
+        )
     )
     return ModelEstimate(
         model=model,
@@ -318,6 +442,8 @@ def estimate_costs(
         output_ratio=output_ratio,
         rows=rows,
         total=_total(rows, style),
+        effort=run_effort,
+        fits=fits,
     )
 
 
@@ -332,6 +458,7 @@ def series_tokens(metas: Iterable[SectionMeta]) -> list[SeriesTokens]:
         extra = [m.model_extra or {} for m in items]
         prefixes = [int(e.get("prefix_tokens") or 0) for e in extra]
         models = {str(e["token_model"]) for e in extra if e.get("token_model")}
+        budgets = {int(e["max_tokens"]) for e in extra if isinstance(e.get("max_tokens"), int)}
         out.append(
             SeriesTokens(
                 series=slug,
@@ -339,6 +466,8 @@ def series_tokens(metas: Iterable[SectionMeta]) -> list[SeriesTokens]:
                 prefix_tokens=max(prefixes, default=0),
                 token_model=models.pop() if len(models) == 1 else None,
                 token_count_method=items[0].token_count_method,
+                section_numbers=tuple(m.section for m in items),
+                max_tokens=min(budgets) if budgets else None,
             )
         )
     return out
