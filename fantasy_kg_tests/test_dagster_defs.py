@@ -70,8 +70,21 @@ def test_asset_graph_keys_deps_groups_and_partitions(sample_data_dir: Path) -> N
         "knowledge_graph": "warehouse",
         "cost_summary": "warehouse",
     }
-    assert {"claude", "anthropic"} <= graph.get(dg.AssetKey("extraction_batch")).kinds
+    # The test resources use the local backend: the badges must not credit Claude.
+    assert "local" in graph.get(dg.AssetKey("extraction_batch")).kinds
+    assert "claude" not in graph.get(dg.AssetKey("extraction_results")).kinds
     assert "duckdb" in graph.get(dg.AssetKey("knowledge_graph")).kinds
+
+
+def test_lineage_badges_say_claude_only_when_claude_does_the_work(sample_data_dir: Path) -> None:
+    claude = defs_for(sample_data_dir, backend="anthropic", api_key="sk-test-not-a-real-key")
+    graph = claude.resolve_asset_graph()
+    assert {"claude", "anthropic"} <= graph.get(dg.AssetKey("extraction_batch")).kinds
+    assert "claude" in graph.get(dg.AssetKey("extraction_results")).kinds
+    local = defs_for(sample_data_dir, backend="local").resolve_asset_graph()
+    for key in ("extraction_batch", "extraction_results"):
+        assert "claude" not in local.get(dg.AssetKey(key)).kinds
+        assert "local" in local.get(dg.AssetKey(key)).kinds
 
 
 def test_duckdb_steps_share_one_pool(sample_data_dir: Path) -> None:

@@ -23,7 +23,7 @@ from fantasy_kg.defs.warehouse import build_warehouse_assets
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
-from fantasy_kg.llm.backend import BACKEND_CHOICES
+from fantasy_kg.llm.backend import BACKEND_CHOICES, backend_name
 
 __all__ = [
     "AnthropicBatchResource",
@@ -71,6 +71,15 @@ def default_resources(data_dir: Path) -> dict[str, object]:
     }
 
 
+def _uses_claude(resources: dict[str, object]) -> bool:
+    """Whether the batch resource will talk to Claude (decides the lineage badges)."""
+    res = resources.get("anthropic_batches")
+    if not isinstance(res, AnthropicBatchResource):
+        return backend_name("auto") == "anthropic"
+    key = res.api_key if isinstance(res.api_key, str) and res.api_key else None
+    return backend_name(res.backend, api_key=key) == "anthropic"
+
+
 def build_definitions(
     data_dir: Path | None = None,
     *,
@@ -101,10 +110,11 @@ def build_definitions(
     interval = sensor_interval_seconds
     if interval is None:
         interval = int(_env_float("FANTASY_KG_SENSOR_INTERVAL_SECONDS") or 60)
+    chosen = resources if resources is not None else default_resources(root)
     return dg.Definitions(
         assets=[
             *build_ingest_assets(partitions),
-            *build_extraction_assets(partitions),
+            *build_extraction_assets(partitions, claude=_uses_claude(chosen)),
             *build_warehouse_assets(partitions),
         ],
         asset_checks=checks,
@@ -114,7 +124,7 @@ def build_definitions(
                 partition_keys=partitions.get_partition_keys(),
             )
         ],
-        resources=resources if resources is not None else default_resources(root),
+        resources=chosen,
         # One process per run: steps run in lineage order inside it, so a run never holds two
         # DuckDB connections from two processes (DuckDB allows one read-write process per file),
         # and no step pays a fresh interpreter's import time. Partitions still run in parallel

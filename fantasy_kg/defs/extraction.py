@@ -125,9 +125,17 @@ async def _collect(
 
 
 def build_extraction_assets(
-    partitions_def: dg.PartitionsDefinition,
+    partitions_def: dg.PartitionsDefinition, *, claude: bool = False
 ) -> list[dg.AssetsDefinition]:
-    """``extraction_batch`` and ``extraction_results`` for the given series partitions."""
+    """``extraction_batch`` and ``extraction_results`` for the given series partitions.
+
+    Args:
+        partitions_def: The series partitions.
+        claude: Whether the code location's resource talks to Claude. The lineage badges say
+            "claude" only then; with the local baseline they say "local", so a graph in the UI
+            is never credited to Claude when the baseline made it.
+    """
+    engine = "claude" if claude else "local"
 
     @dg.asset(
         key=EXTRACTION_BATCH,
@@ -139,7 +147,7 @@ def build_extraction_assets(
             "sections (job files <batch_id>.json): only sections without a valid result for "
             "the current text and prompt version are sent."
         ),
-        kinds={"claude", "anthropic"},
+        kinds={engine, "anthropic"} if claude else {engine, "python"},
         owners=OWNERS,
         code_version=EXTRACTION_CODE_VERSION,
         tags={"fantasy_kg/stage": "extraction"},
@@ -163,6 +171,9 @@ def build_extraction_assets(
                     backend=res.backend_name,
                     max_cost=res.max_cost_usd,
                     max_tokens=res.request_max_tokens,
+                    effort=res.effort,
+                    output_ratio=res.output_ratio,
+                    force=res.force,
                     max_attempts=res.max_attempts,
                     provider=p,
                 )
@@ -204,6 +215,8 @@ def build_extraction_assets(
             "sections_already_extracted": outcomes_before.with_result,
             "backend": backend_label(res.backend_name),
             "model": res.model_id,
+            "effort": res.identity.effort or "none (model does not think)",
+            "max_tokens": res.request_max_tokens,
             "prompt_version": outcomes_before.prompt_version,
             "estimated_cost_usd": dg.MetadataValue.float(round(estimate.batch_usd, 6)),
             "estimated_realtime_usd": dg.MetadataValue.float(round(estimate.realtime_usd, 6)),
@@ -230,7 +243,7 @@ def build_extraction_assets(
             "Validated extraction results of one series, one <custom_id>_extracted.json per "
             "section, with every failed request recorded and the retryable ones resubmitted."
         ),
-        kinds={"claude", "json"},
+        kinds={engine, "json"},
         owners=OWNERS,
         code_version=EXTRACTION_CODE_VERSION,
         output_required=False,

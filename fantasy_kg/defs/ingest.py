@@ -45,6 +45,8 @@ def build_ingest_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 model=anthropic_batches.model_id,
                 max_tokens=anthropic_batches.request_max_tokens,
                 max_section_tokens=anthropic_batches.max_section_tokens,
+                effort=anthropic_batches.effort,
+                output_ratio=anthropic_batches.output_ratio,
             )
         info = summary.series[0]
         for warning in info.warnings:

@@ -72,10 +72,11 @@ def section_outcomes(res: AnthropicBatchResource, series: str) -> SectionOutcome
         for cid, ref in job.inputs.items()
     }
     used: set[str] = set()
+    identity = res.identity
     for sec in sections:
         cid = make_custom_id(sec.stem, used)
         sha = sec.meta.sha256 or text_sha256(sec.text)
-        if has_valid_result(res.extracted_path, cid, sha, pv):
+        if has_valid_result(res.extracted_path, cid, sha, pv, identity):
             out.with_result += 1
         elif cid in in_flight:
             out.pending.append(cid)

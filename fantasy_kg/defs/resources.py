@@ -20,10 +20,18 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from fantasy_kg.domain import paths
+from fantasy_kg.domain.answer import DEFAULT_OUTPUT_RATIO, effective_effort, request_effort
 from fantasy_kg.domain.catalog import default_model, get_model
-from fantasy_kg.llm.backend import LOCAL_API_KEY, LOCAL_BANNER, Backend, resolve_backend
+from fantasy_kg.llm.backend import (
+    LOCAL_API_KEY,
+    LOCAL_BANNER,
+    Backend,
+    backend_name,
+    resolve_backend,
+)
 from fantasy_kg.llm.batch_provider import AnthropicBatchProvider
 from fantasy_kg.llm.jobs import JobStore
+from fantasy_kg.llm.results import ResultIdentity
 from fantasy_kg.local_api import LocalServer, start_local_server
 from fantasy_kg.pipeline.extraction import default_max_tokens
 
@@ -88,8 +96,30 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_section_tokens: int | None = Field(
         default=None,
         description=(
-            "Cap on each section's text tokens; empty: as large as the model's context allows. "
-            "Smaller sections cost more prompt prefix but give the model less to keep track of."
+            "Cap on each section's text tokens; empty: 16,000, lowered until the expected answer "
+            "(output_ratio x section + thinking for the effort, x1.5) fits max_tokens. A cap too "
+            "large for the answer is refused by the pre-flight before anything is sent."
+        ),
+    )
+    effort: str | None = Field(
+        default=None,
+        description=(
+            "output_config.effort on models that think (low|medium|high|xhigh|max); empty: "
+            "'low' (extraction is reading, "
+            "and thinking is billed as output). Ignored on models without thinking."
+        ),
+    )
+    output_ratio: float = Field(
+        default=DEFAULT_OUTPUT_RATIO,
+        gt=0,
+        le=2,
+        description="Expected answer tokens per section token: sizes sections, checks fit, prices.",
+    )
+    force: bool = Field(
+        default=False,
+        description=(
+            "Extract again sections that already have a result for these settings (a result "
+            "made by another backend, model, effort or max_tokens is re-extracted anyway)."
         ),
     )
     base_url: str | None = Field(
@@ -198,6 +228,18 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def request_max_tokens(self) -> int:
         """``max_tokens`` of each request."""
         return self.max_tokens or default_max_tokens(get_model(self.model))
+
+    @property
+    def identity(self) -> ResultIdentity:
+        """What a result must have been made by to be reused (invariant 10)."""
+        info = get_model(self.model)
+        effort = effective_effort(info, request_effort(info, self.effort))
+        return ResultIdentity(
+            backend=backend_name(self.backend, api_key=self.api_key),
+            model=info.id,
+            effort=effort or "",
+            max_tokens=self.request_max_tokens,
+        )
 
     def job_store(self) -> JobStore:
         """The job files of this data directory (read by the sensor and the checks)."""
