@@ -53,6 +53,7 @@ def usage_metadata(usage: TokenUsage, cost: Cost) -> dict[str, dg.MetadataValue]
     return {
         "input_tokens": dg.MetadataValue.int(usage.input_tokens),
         "output_tokens": dg.MetadataValue.int(usage.output_tokens),
+        "thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
         "cache_write_tokens": dg.MetadataValue.int(
             usage.cache_creation_5m_input_tokens + usage.cache_creation_1h_input_tokens
         ),
@@ -310,6 +311,13 @@ def build_extraction_assets(
         }
         if collected.jobs:
             metadata["batches"] = dg.MetadataValue.md(jobs_table(collected.jobs))
+        split = metadata["split"]
+        if split:
+            context.log.warning(
+                f"{series}: {split} answer(s) were cut at max_tokens and split into halves "
+                f"(follow-up batches: {', '.join(followups) or 'none'}); lower "
+                "max_section_tokens or raise max_tokens"
+            )
         if not collected.retrieved:
             context.log.info(
                 f"{series}: no batch owes results; {outcomes.with_result}/{outcomes.sections} "

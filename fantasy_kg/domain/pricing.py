@@ -19,6 +19,9 @@ class TokenUsage(BaseModel):
     cache_creation_5m_input_tokens: int = 0
     cache_creation_1h_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    thinking_tokens: int = 0
+    """The share of ``output_tokens`` spent thinking (``output_tokens_details``); priced as
+    output already, kept apart so cost tables can show what thinking cost."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -44,6 +47,7 @@ class TokenUsage(BaseModel):
             cache_creation_1h_input_tokens=self.cache_creation_1h_input_tokens
             + other.cache_creation_1h_input_tokens,
             cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            thinking_tokens=self.thinking_tokens + other.thinking_tokens,
         )
 
 

@@ -92,6 +92,7 @@ def usage_of(message: Any) -> TokenUsage:
         cache_creation_5m_input_tokens=w5,
         cache_creation_1h_input_tokens=w1,
         cache_read_input_tokens=int(_get(usage, "cache_read_input_tokens", 0) or 0),
+        thinking_tokens=int(_get(_get(usage, "output_tokens_details"), "thinking_tokens", 0) or 0),
     )
 
 

@@ -417,7 +417,23 @@ M002_VIEWS = Migration(
     ],
 )
 
-MIGRATIONS: tuple[Migration, ...] = (M001_TABLES, M002_VIEWS)
+M003_ANSWER_FIT = Migration(
+    3,
+    "m003_effort_thinking_truncation",
+    [
+        # Which effort and max_tokens a batch ran with, and how many answers were cut (issue:
+        # every answer fits; a cut answer is a planning miss and must be visible).
+        "ALTER TABLE batch_jobs ADD COLUMN truncated INTEGER DEFAULT 0",
+        "ALTER TABLE batch_jobs ADD COLUMN effort VARCHAR",
+        "ALTER TABLE batch_jobs ADD COLUMN max_tokens INTEGER",
+        # Thinking is billed as output: show its share, and the attempt a cost belongs to.
+        "ALTER TABLE costs ADD COLUMN thinking_tokens BIGINT DEFAULT 0",
+        "ALTER TABLE costs ADD COLUMN truncated INTEGER DEFAULT 0",
+        "ALTER TABLE costs ADD COLUMN attempt INTEGER",
+    ],
+)
+
+MIGRATIONS: tuple[Migration, ...] = (M001_TABLES, M002_VIEWS, M003_ANSWER_FIT)
 
 TABLES: tuple[str, ...] = (
     "sections",

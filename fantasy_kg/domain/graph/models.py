@@ -67,6 +67,9 @@ class BatchJobRow:
     custom_ids: list[str]
     failure_count: int
     job_file: str
+    truncated: int
+    effort: str | None
+    max_tokens: int | None
 
 
 @dataclass(slots=True)
@@ -90,6 +93,9 @@ class CostRow:
     actual_usd: float | None
     realtime_equivalent_usd: float | None
     savings_usd: float | None
+    thinking_tokens: int
+    truncated: int
+    attempt: int | None
 
 
 @dataclass(slots=True)

@@ -84,8 +84,13 @@ class JobInfo:
     actual_usd: float | None
     realtime_usd: float | None
     job_file: str
+    effort: str | None = None
+    max_tokens: int | None = None
+    truncated: int = 0
+    """Requests whose answer was cut at ``max_tokens`` (or the window) and split."""
 
 
+_CUT_TYPES = ("max_tokens", "model_context_window_exceeded")
 _COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
@@ -191,9 +196,15 @@ def parse_job(data: Mapping[str, Any], *, job_file: str) -> JobInfo | None:
     custom_ids = sorted({str(k) for k in mapping} | {str(k) for k in inputs})
     input_files: dict[str, str] = {}
     input_pv: dict[str, str] = {}
+    efforts: set[str] = set()
+    budgets: set[int] = set()
     series = _str(data.get("series")) or ""
     for cid, ref in inputs.items():
         if isinstance(ref, Mapping):
+            if _str(ref.get("effort")):
+                efforts.add(str(ref["effort"]))
+            if isinstance(ref.get("max_tokens"), int) and ref["max_tokens"] > 0:
+                budgets.add(int(ref["max_tokens"]))
             if _str(ref.get("file_name")):
                 input_files[str(cid)] = str(ref["file_name"])
             if _str(ref.get("prompt_version")):
@@ -244,6 +255,9 @@ def parse_job(data: Mapping[str, Any], *, job_file: str) -> JobInfo | None:
         actual_usd=actual,
         realtime_usd=realtime,
         job_file=job_file,
+        effort=",".join(sorted(efforts)) or None,
+        max_tokens=max(budgets) if budgets else None,
+        truncated=sum(1 for f in failures if f.type in _CUT_TYPES),
     )
 
 
@@ -334,6 +348,9 @@ class Provenance:
                     custom_ids=list(job.custom_ids),
                     failure_count=len(job.failures),
                     job_file=job.job_file,
+                    truncated=job.truncated,
+                    effort=job.effort,
+                    max_tokens=job.max_tokens,
                 )
             )
         return rows
@@ -371,6 +388,9 @@ class Provenance:
                     actual_usd=job.actual_usd,
                     realtime_equivalent_usd=job.realtime_usd,
                     savings_usd=savings,
+                    thinking_tokens=u.get("thinking_tokens", 0),
+                    truncated=job.truncated,
+                    attempt=job.attempt,
                 )
             )
         rows.extend(self._uncovered_cost_rows(series))
@@ -421,6 +441,9 @@ class Provenance:
                         if paid_sum is not None and realtime_sum is not None
                         else None
                     ),
+                    thinking_tokens=usage.get("thinking_tokens", 0),
+                    truncated=0,
+                    attempt=None,
                 )
             )
         return rows
