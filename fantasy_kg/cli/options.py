@@ -70,3 +70,13 @@ def sizing_options(fn: F) -> F:
         show_default=True,
         help="Expected answer tokens per section token (sizes sections, checks fit, prices).",
     )(fn)
+
+
+def mixed_backends_option(fn: F) -> F:
+    """``--allow-mixed-backends``: load results of two backends into one graph."""
+    return click.option(
+        "--allow-mixed-backends",
+        is_flag=True,
+        help="Load a series whose results come from different backends (e.g. local and Claude) "
+        "into one graph; refused by default.",
+    )(fn)

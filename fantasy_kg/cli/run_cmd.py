@@ -6,7 +6,12 @@ import click
 from rich.console import Console
 
 from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
-from fantasy_kg.cli.options import dir_option, file_option, sizing_options
+from fantasy_kg.cli.options import (
+    dir_option,
+    file_option,
+    mixed_backends_option,
+    sizing_options,
+)
 from fantasy_kg.cli.output import PollProgress, emit
 
 
@@ -34,6 +39,7 @@ from fantasy_kg.cli.output import PollProgress, emit
     is_flag=True,
     help="Extract again sections that already have a result for these settings.",
 )
+@mixed_backends_option
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.0),
@@ -52,6 +58,7 @@ def run(
     effort: str | None,
     output_ratio: float,
     force: bool,
+    allow_mixed_backends: bool,
     poll_interval: float | None,
 ) -> None:
     """Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
@@ -85,6 +92,7 @@ def run(
             effort=effort,
             output_ratio=output_ratio,
             force=force,
+            allow_mixed_backends=allow_mixed_backends,
             poll_interval_seconds=poll_interval,
             db_path=db_path,
             on_status=bar.update,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from fantasy_kg.cli.options import dir_option, file_option
+from fantasy_kg.cli.options import dir_option, file_option, mixed_backends_option
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.graph.models import ProposalRow, column_names
@@ -114,6 +114,7 @@ class _SeriesProgress:
     "ontology_path",
     help="Ontology file (one series only). Default: <data>/schemas/<series>_schema.json.",
 )
+@mixed_backends_option
 def load_command(
     input_dir: Path | None,
     extracted_dir: Path | None,
@@ -121,6 +122,7 @@ def load_command(
     db_path: Path | None,
     jobs_dir: Path | None,
     ontology_path: Path | None,
+    allow_mixed_backends: bool,
 ) -> None:
     """Build the knowledge graph of each series and load it into DuckDB, replacing its rows.
 
@@ -163,6 +165,7 @@ def load_command(
                     jobs_dir=jobs_dir,
                     ontology_path=ontology_path,
                     progress=progress,
+                    allow_mixed_backends=allow_mixed_backends,
                 )
             except NoResultsError as exc:
                 if series:  # asked for this series by name: that is an error

@@ -115,6 +115,13 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         le=2,
         description="Expected answer tokens per section token: sizes sections, checks fit, prices.",
     )
+    allow_mixed_backends: bool = Field(
+        default=False,
+        description=(
+            "Let knowledge_graph load a series whose results come from different backends "
+            "(the local baseline and Claude) into one graph; refused by default."
+        ),
+    )
     force: bool = Field(
         default=False,
         description=(

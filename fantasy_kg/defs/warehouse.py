@@ -114,6 +114,7 @@ def build_warehouse_assets(
                 Path(duckdb.database),
                 jobs_dir=res.jobs_path,
                 ontology_path=res.ontology_path(series),
+                allow_mixed_backends=res.allow_mixed_backends,
             )
         with duckdb.get_connection() as conn:
             schemas = {t: table_schema(conn, t) for t in FACT_TABLES}

@@ -308,6 +308,10 @@ def build_series_graph(
     return graph
 
 
+class MixedBackendsError(InputFileError):
+    """A series' results come from more than one backend and mixing was not asked for."""
+
+
 def load_series_from_files(
     input_dir: Path,
     extracted_dir: Path,
@@ -318,8 +322,13 @@ def load_series_from_files(
     ontology_path: Path | None = None,
     config: GraphConfig | None = None,
     progress: PhaseProgress | None = None,
+    allow_mixed_backends: bool = False,
 ) -> LoadSummary:
     """Build a series' graph from files and replace its rows in the warehouse.
+
+    A graph merges every section's result, so results from two backends (the local baseline's
+    and Claude's) would make one graph of two qualities; that load is refused unless
+    ``allow_mixed_backends``. Every fact row keeps the backend and model of its result.
 
     Args:
         input_dir: Folder of ``<series>_section_NN.txt`` + ``.meta.json``.
@@ -331,6 +340,7 @@ def load_series_from_files(
             generic default ontology).
         config: Grounding thresholds.
         progress: ``(phase, done, total)`` callback for progress bars.
+        allow_mixed_backends: Load even when the results were made by different backends.
 
     Returns:
         Counts, grounding rates, orphans, pending proposals and the series' rows per table.
@@ -352,6 +362,17 @@ def load_series_from_files(
     if graph.stats.result_files == 0 and all(f.stage == "missing" for f in graph.failures):
         raise NoResultsError(
             f"no result files of series {series!r} in {extracted_dir}: run the extraction first"
+        )
+    backends: dict[str, int] = {}
+    for row in graph.sections:
+        if row.backend:
+            backends[row.backend] = backends.get(row.backend, 0) + 1
+    if len(backends) > 1 and not allow_mixed_backends:
+        mix = ", ".join(f"{n} sections by {b}" for b, n in sorted(backends.items()))
+        raise MixedBackendsError(
+            f"series {series!r} has results from more than one backend ({mix}): re-run the "
+            "extraction with one backend (fantasy-kg run --series ... --force), or pass "
+            "--allow-mixed-backends to load them together"
         )
     load_progress: Progress | None = None
     if progress is not None:

@@ -66,6 +66,7 @@ def run_series(
     effort: str | None = None,
     output_ratio: float = DEFAULT_OUTPUT_RATIO,
     force: bool = False,
+    allow_mixed_backends: bool = False,
     poll_interval_seconds: float | None = None,
     db_path: Path | None = None,
     on_status: Callable[[JobRecord], None] | None = None,
@@ -86,6 +87,7 @@ def run_series(
         effort: ``output_config.effort`` on models that think (default ``low``).
         output_ratio: Expected answer tokens per section token.
         force: Extract again sections that already have a result.
+        allow_mixed_backends: Load a series whose results come from different backends.
         poll_interval_seconds: Seconds between polls (default depends on the backend).
         db_path: DuckDB file (default ``<data>/fantasy_kg.duckdb``).
         on_status: Called with the job record after every poll (progress bars).
@@ -130,6 +132,14 @@ def run_series(
         on_status=on_status,
     )
     loads = [
-        load_series_from_files(sections_dir, extracted, slug, db, jobs_dir=jobs) for slug in slugs
+        load_series_from_files(
+            sections_dir,
+            extracted,
+            slug,
+            db,
+            jobs_dir=jobs,
+            allow_mixed_backends=allow_mixed_backends,
+        )
+        for slug in slugs
     ]
     return RunSummary(series=slugs, sections=sections, extraction=extraction, loads=loads)
