@@ -209,8 +209,8 @@ def test_a_key_after_the_quickstart_extracts_again_and_says_why(
         assert "backend=anthropic: Claude claude-sonnet-5-5 (effort low)" in proc.stderr
         assert len(create_bodies(srv)) == 1
         assert {b for b, _ in _backends(db)} == {"anthropic"}
-    # The batch history keeps both: which batch of which backend, with its cost.
-    assert {b for b, _ in _backends(db, ("batch_jobs",))} == {"local", "anthropic"}
+        # The batch history keeps both: which batch of which backend, with its cost.
+        assert {b for b, _ in _backends(db, ("batch_jobs",))} == {"local", "anthropic"}
         again = run_cli(["run", "--series", "ashen_crown"], env)
         assert again.returncode == 0 and len(create_bodies(srv)) == 1
         assert json.loads(again.stdout)["extraction"]["cost_usd"]["batch"] == 0.0
