@@ -203,7 +203,8 @@ def test_a_key_after_the_quickstart_extracts_again_and_says_why(
     assert {b for b, _ in _backends(db)} == {"local"}
     with server(tmp_path / "state") as srv:
         env = cli_env(srv, data_dir)
-        proc = run_cli(["run", "--series", "ashen_crown"], env)
+        fast = ["--poll-interval", "0.2"]
+        proc = run_cli(["run", "--series", "ashen_crown", *fast], env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "were made with backend local (now anthropic)" in proc.stderr
         assert "backend=anthropic: Claude claude-sonnet-5-5 (effort low)" in proc.stderr
@@ -211,10 +212,10 @@ def test_a_key_after_the_quickstart_extracts_again_and_says_why(
         assert {b for b, _ in _backends(db)} == {"anthropic"}
         # The batch history keeps both: which batch of which backend, with its cost.
         assert {b for b, _ in _backends(db, ("batch_jobs",))} == {"local", "anthropic"}
-        again = run_cli(["run", "--series", "ashen_crown"], env)
+        again = run_cli(["run", "--series", "ashen_crown", *fast], env)
         assert again.returncode == 0 and len(create_bodies(srv)) == 1
         assert json.loads(again.stdout)["extraction"]["cost_usd"]["batch"] == 0.0
-        forced = run_cli(["run", "--series", "ashen_crown", "--force"], env)
+        forced = run_cli(["run", "--series", "ashen_crown", "--force", *fast], env)
         assert forced.returncode == 0, forced.stderr[-2000:]
         assert "--force" in forced.stderr and len(create_bodies(srv)) == 2
         body = create_bodies(srv)[-1]["requests"][0]["params"]
