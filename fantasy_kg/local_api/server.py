@@ -700,7 +700,8 @@ class LocalServer:
     ) -> dict[str, Any]:
         ctx = CallContext(str(record["api_version"]), tuple(record.get("betas") or ()), True)
         override = (record.get("overrides") or {}).get(request["custom_id"])
-        return batch_result(self.answerer, request.get("params"), ctx, cache, override)
+        label = f"custom_id {request.get('custom_id')}"
+        return batch_result(self.answerer, request.get("params"), ctx, cache, override, label)
 
     def _worker_loop(self) -> None:
         """Claim unfinished batches (any process's) and process them until stopped."""
