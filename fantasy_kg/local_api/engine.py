@@ -618,6 +618,37 @@ class Answerer:
     responder: Responder = default_responder
     thinking_always: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _billed: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+
+    def billed_usage(self) -> dict[str, dict[str, int]]:
+        """What this answerer has billed so far, per model id (a copy).
+
+        Every answered request counts once, real time and batch alike: ``requests``,
+        ``batch_requests``, ``input_tokens``, ``cache_creation_input_tokens``,
+        ``cache_read_input_tokens``, ``output_tokens`` (thinking included),
+        ``thinking_tokens`` and ``max_tokens_stops``. Lets a test or the bench compare what a
+        run planned with what the server billed, without reading result files.
+        """
+        with self._lock:
+            return {model: dict(totals) for model, totals in self._billed.items()}
+
+    def _bill(self, model: ModelInfo, message: dict[str, Any]) -> None:
+        usage = message["usage"]
+        details = usage.get("output_tokens_details") or {}
+        add = {
+            "requests": 1,
+            "batch_requests": 1 if usage.get("service_tier") == "batch" else 0,
+            "input_tokens": int(usage["input_tokens"]),
+            "cache_creation_input_tokens": int(usage["cache_creation_input_tokens"]),
+            "cache_read_input_tokens": int(usage["cache_read_input_tokens"]),
+            "output_tokens": int(usage["output_tokens"]),
+            "thinking_tokens": int(details.get("thinking_tokens") or 0),
+            "max_tokens_stops": 1 if message["stop_reason"] == "max_tokens" else 0,
+        }
+        with self._lock:
+            totals = self._billed.setdefault(model.id, {})
+            for key, value in add.items():
+                totals[key] = totals.get(key, 0) + value
 
     def message(
         self,
@@ -727,7 +758,7 @@ class Answerer:
             )
         if text or stop_reason not in ("refusal", "max_tokens"):
             content.append({"type": "text", "text": text})
-        return {
+        message = {
             "id": new_id("msg_"),
             "type": "message",
             "role": "assistant",
@@ -741,6 +772,8 @@ class Answerer:
             ),
             "container": None,
         }
+        self._bill(model, message)
+        return message
 
     def _ask(self, params: dict[str, Any]) -> ResponderAnswer:
         try:
