@@ -53,10 +53,10 @@ def local_api(
 ) -> None:
     """Serve the local Anthropic-compatible API on 127.0.0.1 until Ctrl-C.
 
-    Its "model" is the deterministic baseline extractor, not Claude; with --claude-like it pads
-    that answer to the size Claude's would have, so the plan, the split path and the cost
-    estimate can be checked without a key. Prints the base URL as JSON on stdout; point the SDK
-    or the CLI at it with ANTHROPIC_BASE_URL. Fault injection for testers:
+    Its "model" is the deterministic baseline extractor, not Claude; with --claude-like it sizes
+    that answer (padded or trimmed) to what Claude's would be, so the plan, the split path and
+    the cost estimate can be checked without a key. Prints the base URL as JSON on stdout;
+    point the SDK or the CLI at it with ANTHROPIC_BASE_URL. Fault injection for testers:
     FANTASY_KG_LOCAL_API_FAULTS (inline JSON or a file path; "claude_like": 0.15 there does the
     same as --claude-like).
     """

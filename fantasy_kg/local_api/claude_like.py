@@ -7,12 +7,16 @@ room. This responder writes answers of that size, so tests and the bench can che
 are sized for the answer, that the split path runs, and that the cost estimate matches usage,
 all without a key.
 
-The answer is the baseline's whole answer, padded with synthetic entities until it holds
-``output_ratio`` x the section's tokens (it is never made smaller: a baseline answer already
-larger than the target is sent as it is). Padding entities are ``Event`` entities (the
-ontology's first type when it has no ``Event``) with ids ``passage_<section>_<n>``; their
-mention is the verbatim start of a sentence of the section and their ``passage`` attribute the
-whole sentence, so they ground like real answers. The JSON is schema-valid when not cut. The
+The answer is sized to ``output_ratio`` x the section's tokens: the baseline's answer padded
+with synthetic entities when it is shorter, or its most salient entities (relationship endpoints
+first) when it is longer. On short sections the baseline alone writes 20-60 % of the input (it
+lists every name it sees), so without trimming the emulator would bill far more than Claude's
+15 % and no plan could be checked against it. This mode is an instrument for sizes and costs,
+not an extractor: use the baseline (the default) when the graph's content matters; that one
+never drops anything. Padding entities are ``Event`` entities (the ontology's first type when it
+has no ``Event``) with ids ``passage_<section>_<n>``; their mention is the verbatim start of a
+sentence of the section and their ``passage`` attribute the whole sentence, so they ground like
+real answers. The JSON is schema-valid when not cut. The
 server adds the emulated thinking (:func:`fantasy_kg.local_api.engine.emulated_thinking`) and
 cuts the whole at ``max_tokens``, as for any responder. Deterministic: the same request gets the
 same answer.
@@ -83,7 +87,8 @@ class ClaudeLikeResponder:
             return ResponderAnswer(text=CLAUDE_LIKE_NOTICE)
         model = resolve_model(params.get("model"))
         target = target_answer_tokens(parsed.text, model, self.output_ratio)
-        result = pad_to_tokens(baseline_extraction(parsed), parsed, target, model)
+        result = trim_to_tokens(baseline_extraction(parsed), target, model)
+        result = pad_to_tokens(result, parsed, target, model)
         return ResponderAnswer(text=render(result))
 
 
@@ -111,6 +116,51 @@ def _sentences(text: str) -> list[str]:
     return [stripped[:400]] if stripped else []
 
 
+def trim_to_tokens(
+    result: WireExtractionResult, target: int, model: ModelInfo
+) -> WireExtractionResult:
+    """The most salient entities of ``result`` (and their relationships) within ``target`` tokens.
+
+    Salience as a model with a limited budget would write: endpoints of relationships first,
+    then confidence, then how many surface forms and aliases the text uses. Output order (first
+    mention) is kept. A result that fits comes back unchanged.
+    """
+
+    def fits(candidate: WireExtractionResult) -> bool:
+        return estimate_tokens(render(candidate), model) <= target
+
+    if fits(result):
+        return result
+    linked = {r.source for r in result.relationships} | {r.target for r in result.relationships}
+    ranked = sorted(
+        range(len(result.entities)),
+        key=lambda i: (
+            result.entities[i].id not in linked,
+            -result.entities[i].confidence,
+            -(len(result.entities[i].mentions) + len(result.entities[i].aliases)),
+            i,
+        ),
+    )
+
+    def keep(k: int) -> WireExtractionResult:
+        chosen = set(ranked[:k])
+        entities = [e for i, e in enumerate(result.entities) if i in chosen]
+        ids = {e.id for e in entities}
+        rels = [r for r in result.relationships if r.source in ids and r.target in ids]
+        return WireExtractionResult(
+            entities=entities, relationships=rels, schema_proposals=result.schema_proposals
+        )
+
+    lo, hi = 0, len(ranked)  # invariant: keep(lo) fits (or lo == 0), keep(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(keep(mid)):
+            lo = mid
+        else:
+            hi = mid
+    return keep(lo)
+
+
 def pad_to_tokens(
     result: WireExtractionResult, parsed: ParsedPrompt, target: int, model: ModelInfo
 ) -> WireExtractionResult:
@@ -118,7 +168,8 @@ def pad_to_tokens(
 
     Never removes anything; a result already at or above ``target`` comes back unchanged. Each
     added entity's cost is counted as it is added (its compact JSON plus the separating comma),
-    so the padded answer lands within one entity of the target.
+    and the last one only when it brings the total closer to ``target``: the padded answer lands
+    within half an entity (about 70 tokens) of the target.
     """
     tokens = estimate_tokens(render(result), model)
     sentences = _sentences(parsed.text)
@@ -152,7 +203,10 @@ def pad_to_tokens(
         dumped = json.dumps(
             entity.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")
         )
-        tokens += estimate_tokens(dumped, model) + 1
+        cost = estimate_tokens(dumped, model) + 1
+        if tokens + cost - target > target - tokens:
+            break  # adding it would land further from the target than stopping here
+        tokens += cost
         extra.append(entity)
     return WireExtractionResult(
         entities=[*result.entities, *extra],
