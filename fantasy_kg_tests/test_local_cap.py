@@ -166,15 +166,16 @@ def test_thinking_tokens_grow_with_effort_on_a_thinking_model_only(
     off = client.messages.create(**params(oz_text, THINKER, 100_000), thinking={"type": "disabled"})
     assert [b.type for b in off.content] == ["text"] and thinking_of(off) == 0
     # A model that does not think bills no thinking, whatever the effort.
-    for effort in (None, "max"):
-        config = {"effort": effort} if effort else {}
+    plain_efforts: tuple[str | None, ...] = (None, "max")
+    for plain_effort in plain_efforts:
+        config = {"effort": plain_effort} if plain_effort else {}
         message = client.messages.create(**params(oz_text, PLAIN, 60_000, **config))
         assert [b.type for b in message.content] == ["text"]
         assert message.usage.output_tokens_details is None
         assert message.usage.output_tokens == estimate_tokens(
             text_of(message), plain.tokenizer_factor
         )
-        assert thinking_allowance(effort, plain, 10_000) == 0
+        assert thinking_allowance(plain_effort, plain, 10_000) == 0
     billed = srv.billed_usage()
     assert billed[thinker.id]["thinking_tokens"] == sum(values) + 2 * by_effort["high"]
     assert billed[plain.id]["thinking_tokens"] == 0
