@@ -10,7 +10,9 @@ from pathlib import Path
 
 import click
 
+from fantasy_kg.domain.estimate import DEFAULT_OUTPUT_RATIO
 from fantasy_kg.local_api import LocalServer
+from fantasy_kg.local_api.claude_like import ClaudeLikeResponder, check_output_ratio
 
 
 @click.command("local-api")
@@ -28,17 +30,47 @@ from fantasy_kg.local_api import LocalServer
     show_default=True,
     help="Keep new batches in_progress at least this long (to watch the lifecycle).",
 )
-def local_api(port: int, state_dir: Path | None, min_processing_seconds: float) -> None:
+@click.option(
+    "--claude-like",
+    is_flag=True,
+    help="Answer at the size Claude would (output ratio x section tokens, plus thinking for the "
+    "effort, cut at max_tokens) instead of with the baseline's short answers: for sizing and "
+    "cost checks with a fake key (ANTHROPIC_API_KEY=fake ANTHROPIC_BASE_URL=<url>).",
+)
+@click.option(
+    "--output-ratio",
+    type=float,
+    default=DEFAULT_OUTPUT_RATIO,
+    show_default=True,
+    help="With --claude-like: answer tokens per section token.",
+)
+def local_api(
+    port: int,
+    state_dir: Path | None,
+    min_processing_seconds: float,
+    claude_like: bool,
+    output_ratio: float,
+) -> None:
     """Serve the local Anthropic-compatible API on 127.0.0.1 until Ctrl-C.
 
-    Its "model" is the deterministic baseline extractor, not Claude. Prints the base URL as JSON
-    on stdout; point the SDK or the CLI at it with ANTHROPIC_BASE_URL. Fault injection for
-    testers: FANTASY_KG_LOCAL_API_FAULTS (inline JSON or a file path).
+    Its "model" is the deterministic baseline extractor, not Claude; with --claude-like it sizes
+    that answer (padded or trimmed) to what Claude's would be, so the plan, the split path and
+    the cost estimate can be checked without a key. Prints the base URL as JSON on stdout;
+    point the SDK or the CLI at it with ANTHROPIC_BASE_URL. Fault injection for testers:
+    FANTASY_KG_LOCAL_API_FAULTS (inline JSON or a file path; "claude_like": 0.15 there does the
+    same as --claude-like).
     """
-    server = LocalServer(state_dir, port, min_processing_seconds=min_processing_seconds)
-    click.echo(json.dumps({"base_url": server.base_url, "state_dir": str(server.state_dir)}))
+    responder = ClaudeLikeResponder(check_output_ratio(output_ratio)) if claude_like else None
+    server = LocalServer(
+        state_dir, port, responder=responder, min_processing_seconds=min_processing_seconds
+    )
     click.echo(
-        f"local API (baseline extractor, not Claude) at {server.base_url}; "
+        json.dumps(
+            {"base_url": server.base_url, "state_dir": str(server.state_dir), "mode": server.mode}
+        )
+    )
+    click.echo(
+        f"local API ({server.mode}, not Claude) at {server.base_url}; "
         f"export ANTHROPIC_BASE_URL={server.base_url} ; Ctrl-C to stop",
         err=True,
     )

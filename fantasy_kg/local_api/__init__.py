@@ -45,10 +45,19 @@ cancel then cancels every request: ``queue_seconds`` overrides),
 batches in progress), ``require_key`` (401 for other keys), ``max_batch_body_bytes`` /
 ``max_batch_requests`` (small limits for 413/400 tests).
 
+Claude-like mode (answers at the size Claude's would have: ``output_ratio`` x the section's
+tokens plus thinking for the effort, cut at ``max_tokens``): ``responder=ClaudeLikeResponder(0.15)``
+or ``FaultPlan(claude_like=0.15)`` (also via the environment), or
+``fantasy-kg local-api --claude-like``. ``server.billed_usage()`` sums what it billed per model.
+Every model that thinks (catalog ``thinking_default`` not ``off``) gets emulated thinking tokens
+in ``usage`` whatever the responder (:mod:`fantasy_kg.domain.thinking`), and every answer longer
+than ``max_tokens`` is cut there with ``stop_reason: "max_tokens"`` and a warning in the log.
+
 Production: :func:`ensure_local_server` returns the base URL of a process-wide server for the data
 directory (state in ``<data_dir>/local_api``); ``fantasy-kg local-api`` runs one in the foreground.
 """
 
+from fantasy_kg.local_api.claude_like import ClaudeLikeResponder
 from fantasy_kg.local_api.engine import Responder, ResponderAnswer, default_responder
 from fantasy_kg.local_api.faults import (
     FAULTS_ENV,
@@ -67,6 +76,7 @@ __all__ = [
     "REQUEST_LOG_ENV",
     "BatchOptions",
     "BatchStore",
+    "ClaudeLikeResponder",
     "Fault",
     "FaultPlan",
     "LocalServer",

@@ -15,7 +15,6 @@ import importlib
 import json
 import logging
 import math
-import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,12 @@ from typing import Any
 
 from fantasy_kg.domain.catalog import ModelInfo, get_model
 from fantasy_kg.domain.errors import ConfigError
+from fantasy_kg.domain.thinking import (
+    EFFORT_LEVELS,
+    FALLBACK_EFFORT,
+    thinking_tokens,
+    thinks_by_default,
+)
 from fantasy_kg.local_api.protocol import (
     NO_SAMPLING_VERSION,
     SAMPLING_PARAMS,
@@ -184,9 +189,26 @@ def _estimate_memo(text: str, factor: float) -> int:
     return _estimate(text, factor)
 
 
-def chars_for_tokens(tokens: int, model: ModelInfo) -> int:
-    """Inverse of :func:`estimate_tokens`: how many characters fit in ``tokens``."""
-    return max(0, int(tokens * CHARS_PER_TOKEN / model.tokenizer_factor))
+def cut_to_tokens(text: str, tokens: int, model: ModelInfo) -> str:
+    """The longest prefix of ``text`` whose :func:`estimate_tokens` is at most ``tokens``.
+
+    This is where a model stopped at ``max_tokens`` leaves its answer: the usage then reports
+    exactly the cap, and the cut text counts no more than the room that was left. The estimate
+    never decreases as a prefix grows, so a binary search finds the cut. Unmemoized on purpose:
+    the probes are one-off strings that would evict the prompt prefixes from the memo.
+    """
+    if tokens <= 0:
+        return ""
+    if estimate_tokens(text, model) <= tokens:
+        return text
+    lo, hi = 0, len(text)  # invariant: text[:lo] fits, text[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _estimate(text[:mid], model.tokenizer_factor) <= tokens:
+            lo = mid
+        else:
+            hi = mid
+    return text[:lo]
 
 
 @dataclass(frozen=True)
@@ -342,6 +364,15 @@ def _check_messages(messages: Any) -> None:
             raise invalid_request(f"messages.{i}.content: Field required")
 
 
+def _check_effort(params: dict[str, Any]) -> None:
+    config = params.get("output_config")
+    if not isinstance(config, dict) or config.get("effort") is None:
+        return
+    if config["effort"] not in EFFORT_LEVELS:
+        allowed = ", ".join(f"'{e}'" for e in EFFORT_LEVELS)
+        raise invalid_request(f"output_config.effort: Input should be one of {allowed}")
+
+
 def validate_params(params: Any, ctx: CallContext) -> tuple[ModelInfo, PromptShape]:
     """Check a Messages create body the way the API does and measure its prompt.
 
@@ -395,6 +426,7 @@ def validate_params(params: Any, ctx: CallContext) -> tuple[ModelInfo, PromptSha
             f"tokens for {model.id}"
         )
     _check_messages(params["messages"])
+    _check_effort(params)
     tool_choice = params.get("tool_choice")
     if (
         isinstance(tool_choice, dict)
@@ -509,6 +541,60 @@ def _usage(
 # Answers
 # --------------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class EmulatedThinking:
+    """Thinking the local backend bills for one answer (it does not really think).
+
+    Attributes:
+        tokens: Thinking tokens, counted in ``usage.output_tokens`` and toward ``max_tokens``.
+        effort: The effort level they were sized for.
+    """
+
+    tokens: int
+    effort: str
+
+    @property
+    def summary(self) -> str:
+        """Text of the ``thinking`` block: the real API also shows less than it bills."""
+        return (
+            f"Emulated thinking by the fantasy_kg local backend (not Claude): {self.tokens} "
+            f"tokens billed at effort {self.effort}, sized by fantasy_kg.domain.thinking."
+        )
+
+
+def emulated_thinking(
+    params: dict[str, Any], model: ModelInfo, answer_tokens: int
+) -> EmulatedThinking | None:
+    """How much thinking a (validated) request gets before an answer of ``answer_tokens``.
+
+    Follows the API: a model thinks when its catalog ``thinking_default`` says so (unless the
+    request sends ``thinking: {"type": "disabled"}`` and the model allows that) or when the
+    request enables thinking; ``budget_tokens`` caps it. The size comes from
+    :func:`fantasy_kg.domain.thinking.thinking_tokens` at ``output_config.effort`` (or the
+    model's default effort), the same rule the pre-flight estimate uses.
+    """
+    raw = params.get("thinking")
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "disabled" and model.thinking_default != "always":
+        return None
+    if kind not in ("enabled", "adaptive") and not thinks_by_default(model):
+        return None
+    config = params.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    level = effort if isinstance(effort, str) else model.default_effort or FALLBACK_EFFORT
+    tokens = thinking_tokens(level, answer_tokens)
+    budget = raw.get("budget_tokens") if isinstance(raw, dict) else None
+    if kind == "enabled" and isinstance(budget, int) and not isinstance(budget, bool):
+        tokens = min(tokens, max(0, budget))
+    return EmulatedThinking(tokens, level) if tokens > 0 else None
+
+
+def _signature(thinking: str, model: ModelInfo) -> str:
+    """Deterministic stand-in for the API's thinking signature (same request, same message)."""
+    return hashlib.sha256(f"{model.id}\x00{thinking}".encode()).hexdigest()[:32]
+
+
 _THINKING_TEXT = (
     "The local baseline extractor does not think; this block exists so clients prove they "
     "select content blocks by type."
@@ -532,6 +618,37 @@ class Answerer:
     responder: Responder = default_responder
     thinking_always: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _billed: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+
+    def billed_usage(self) -> dict[str, dict[str, int]]:
+        """What this answerer has billed so far, per model id (a copy).
+
+        Every answered request counts once, real time and batch alike: ``requests``,
+        ``batch_requests``, ``input_tokens``, ``cache_creation_input_tokens``,
+        ``cache_read_input_tokens``, ``output_tokens`` (thinking included),
+        ``thinking_tokens`` and ``max_tokens_stops``. Lets a test or the bench compare what a
+        run planned with what the server billed, without reading result files.
+        """
+        with self._lock:
+            return {model: dict(totals) for model, totals in self._billed.items()}
+
+    def _bill(self, model: ModelInfo, message: dict[str, Any]) -> None:
+        usage = message["usage"]
+        details = usage.get("output_tokens_details") or {}
+        add = {
+            "requests": 1,
+            "batch_requests": 1 if usage.get("service_tier") == "batch" else 0,
+            "input_tokens": int(usage["input_tokens"]),
+            "cache_creation_input_tokens": int(usage["cache_creation_input_tokens"]),
+            "cache_read_input_tokens": int(usage["cache_read_input_tokens"]),
+            "output_tokens": int(usage["output_tokens"]),
+            "thinking_tokens": int(details.get("thinking_tokens") or 0),
+            "max_tokens_stops": 1 if message["stop_reason"] == "max_tokens" else 0,
+        }
+        with self._lock:
+            totals = self._billed.setdefault(model.id, {})
+            for key, value in add.items():
+                totals[key] = totals.get(key, 0) + value
 
     def message(
         self,
@@ -541,8 +658,25 @@ class Answerer:
         cache: "BatchCache | TimedCache",
         service_tier: str,
         override: dict[str, Any] | None = None,
+        label: str = "messages.create",
     ) -> dict[str, Any]:
         """Answer one validated request with a Message object.
+
+        The responder writes its whole answer; this method plays the model around it. A model
+        that thinks (see :func:`emulated_thinking`) bills thinking tokens first and shows a
+        ``thinking`` block before the text. When thinking plus answer exceed ``max_tokens`` the
+        answer is cut where the cap falls, ``usage.output_tokens`` is ``max_tokens`` and the
+        stop reason is ``max_tokens``, exactly what Claude does, and a warning is logged. The
+        answer is never shortened to fit.
+
+        Args:
+            params: The validated request body.
+            model: Its catalog model.
+            shape: Its measured prompt.
+            cache: Prompt-cache state (batch or real time).
+            service_tier: ``batch`` or ``standard``, reported in usage.
+            override: A fault-plan result override, if any.
+            label: Names the request in log lines (a batch request's custom_id).
 
         Raises:
             ApiError: for an ``errored`` override (status from its error type), or when the
@@ -561,16 +695,8 @@ class Answerer:
         else:
             answer = self._ask(params)
         text, stop_reason = answer.text, answer.stop_reason
-        thinking = answer.thinking
-        if self.thinking_always or kind == "thinking":
-            thinking = thinking or _THINKING_TEXT
         stop_details: dict[str, Any] | None = None
-        max_tokens = int(params["max_tokens"])
-        thinking_tokens = estimate_tokens(thinking or "", model)
-        if kind in ("max_tokens", "model_context_window_exceeded"):
-            text = text[: max(1, len(text) // 2)]
-            stop_reason = str(kind)
-        elif kind == "refusal":
+        if kind == "refusal":
             text = (override or {}).get("text") or ""
             stop_reason = "refusal"
             stop_details = {
@@ -582,31 +708,57 @@ class Answerer:
             text = (override or {}).get("text") or _INVALID_JSON
         elif kind == "schema_invalid":
             text = (override or {}).get("text") or _SCHEMA_INVALID
+        answer_tokens = estimate_tokens(text, model)
+        thinking = answer.thinking
+        thinking_tokens = estimate_tokens(thinking or "", model)
+        if thinking is None and kind not in ("text", "refusal") and answer.output_tokens is None:
+            emulated = emulated_thinking(params, model, answer_tokens)
+            if emulated is not None:
+                thinking, thinking_tokens = emulated.summary, emulated.tokens
+        if thinking is None and (self.thinking_always or kind == "thinking"):
+            thinking = _THINKING_TEXT
+            thinking_tokens = estimate_tokens(thinking, model)
+        max_tokens = int(params["max_tokens"])
         output_tokens = (
             answer.output_tokens
             if answer.output_tokens is not None
-            else estimate_tokens(text, model) + thinking_tokens
+            else answer_tokens + thinking_tokens
         )
-        if stop_reason == "max_tokens" and kind == "max_tokens":
-            output_tokens = max_tokens
+        if kind in ("max_tokens", "model_context_window_exceeded"):
+            text = text[: max(1, len(text) // 2)]
+            stop_reason = str(kind)
+            if kind == "max_tokens":
+                output_tokens = max_tokens
+                thinking_tokens = min(thinking_tokens, max_tokens)
         elif output_tokens > max_tokens:
             # A real model stops at max_tokens: the JSON is cut, the client must split the work.
-            room = max(0, max_tokens - thinking_tokens)
-            text = text[: chars_for_tokens(room, model)]
+            log.warning(
+                "local API: answer to %s cut at max_tokens=%d (%s needed %d output tokens: "
+                "%d thinking + %d answer); stop_reason max_tokens, the client must split it",
+                label,
+                max_tokens,
+                model.id,
+                output_tokens,
+                thinking_tokens,
+                output_tokens - thinking_tokens,
+            )
+            thinking_tokens = min(thinking_tokens, max_tokens)
+            text = cut_to_tokens(text, max_tokens - thinking_tokens, model)
             output_tokens, stop_reason = max_tokens, "max_tokens"
         room_in_window = model.context_window - shape.total_tokens
         if output_tokens > room_in_window and stop_reason != "refusal":
-            text = text[: chars_for_tokens(max(0, room_in_window - thinking_tokens), model)]
+            thinking_tokens = min(thinking_tokens, max(0, room_in_window))
+            text = cut_to_tokens(text, room_in_window - thinking_tokens, model)
             output_tokens = max(0, room_in_window)
             stop_reason = "model_context_window_exceeded"
         content: list[dict[str, Any]] = []
         if thinking:
             content.append(
-                {"type": "thinking", "thinking": thinking, "signature": secrets.token_hex(16)}
+                {"type": "thinking", "thinking": thinking, "signature": _signature(thinking, model)}
             )
-        if text or stop_reason != "refusal":
+        if text or stop_reason not in ("refusal", "max_tokens"):
             content.append({"type": "text", "text": text})
-        return {
+        message = {
             "id": new_id("msg_"),
             "type": "message",
             "role": "assistant",
@@ -620,6 +772,8 @@ class Answerer:
             ),
             "container": None,
         }
+        self._bill(model, message)
+        return message
 
     def _ask(self, params: dict[str, Any]) -> ResponderAnswer:
         try:
@@ -643,6 +797,7 @@ def batch_result(
     ctx: CallContext,
     cache: BatchCache,
     override: dict[str, Any] | None,
+    label: str = "a batch request",
 ) -> dict[str, Any]:
     """The ``result`` object of one batch request (succeeded/errored/canceled/expired).
 
@@ -657,7 +812,7 @@ def batch_result(
         return {"type": "errored", "error": err.body(None)}
     try:
         model, shape = validate_params(params, ctx)
-        message = answerer.message(params, model, shape, cache, "batch", override)
+        message = answerer.message(params, model, shape, cache, "batch", override, label)
     except ApiError as exc:
         return {
             "type": "errored",

@@ -357,12 +357,23 @@ class FaultPlan:
         thinking: Put a thinking block before the text of every answer (clients must select
             content blocks by type).
         persist_counts: Keep call counts in the state directory (shared by every process on it).
+        claude_like: Answer like Claude at scale instead of with the baseline: this output ratio
+            (answer tokens per section token, e.g. 0.15) plus thinking for the effort, cut at
+            ``max_tokens`` (see :mod:`fantasy_kg.local_api.claude_like`). ``None``: the baseline.
+            A responder passed to the server explicitly wins over this.
     """
 
     faults: tuple[Fault, ...] = ()
     results: dict[str, ResultOverride] = field(default_factory=dict)
     thinking: bool = False
     persist_counts: bool = False
+    claude_like: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.claude_like is not None and not 0.0 < self.claude_like <= 10.0:
+            raise ConfigError(
+                f"fault plan claude_like={self.claude_like} is outside (0, 10]; try 0.15"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form accepted by ``FANTASY_KG_LOCAL_API_FAULTS``."""
@@ -371,6 +382,7 @@ class FaultPlan:
             "results": {cid: o.to_json() for cid, o in self.results.items()},
             "thinking": self.thinking,
             "persist_counts": self.persist_counts,
+            "claude_like": self.claude_like,
         }
 
     def to_json_text(self) -> str:
@@ -384,7 +396,7 @@ class FaultPlan:
         Raises:
             ConfigError: on unknown keys, kinds or endpoints.
         """
-        unknown = set(raw) - {"faults", "results", "thinking", "persist_counts"}
+        unknown = set(raw) - {"faults", "results", "thinking", "persist_counts", "claude_like"}
         if unknown:
             raise ConfigError(f"unknown keys in fault plan: {', '.join(sorted(unknown))}")
         try:
@@ -396,8 +408,9 @@ class FaultPlan:
                 },
                 thinking=bool(raw.get("thinking", False)),
                 persist_counts=bool(raw.get("persist_counts", False)),
+                claude_like=None if raw.get("claude_like") is None else float(raw["claude_like"]),
             )
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad fault plan: {exc}") from None
 
     @classmethod

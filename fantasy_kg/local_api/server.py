@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 from fantasy_kg.domain.catalog import ModelInfo, catalog
 from fantasy_kg.domain.errors import ConfigError
 from fantasy_kg.domain.paths import local_api_dir
+from fantasy_kg.local_api.claude_like import ClaudeLikeResponder
 from fantasy_kg.local_api.engine import (
     Answerer,
     BatchCache,
@@ -73,7 +74,7 @@ MAX_BATCH_BODY_BYTES = 256 * 1024 * 1024
 MAX_MESSAGES_BODY_BYTES = 32 * 1024 * 1024
 _MAX_OTHER_BODY_BYTES = 1024 * 1024
 _DRAIN_CHUNK = 1024 * 1024
-_BANNER = "local Anthropic-compatible API listening on {url} (baseline extractor, not Claude)"
+_BANNER = "local Anthropic-compatible API listening on {url} ({mode}, not Claude)"
 
 _BATCH_PATH = re.compile(r"^/v1/messages/batches/([^/]+)$")
 _BATCH_ACTION_PATH = re.compile(r"^/v1/messages/batches/([^/]+)/(cancel|results)$")
@@ -403,7 +404,8 @@ class LocalServer:
         state_dir: Batch state directory (default: ``<data dir>/local_api``).
         port: TCP port on 127.0.0.1 (0 = a free port).
         faults: Fault plan; ``None`` reads ``FANTASY_KG_LOCAL_API_FAULTS`` (unset = no faults).
-        responder: Where answers come from (default: the baseline extractor).
+        responder: Where answers come from (default: the fault plan's choice, i.e. the
+            baseline extractor, or the Claude-like responder when the plan sets ``claude_like``).
         host: Must be ``127.0.0.1``; anything else is refused.
         clock: Current time, injectable for expiry and archive tests.
         require_key: When set, only this API key is accepted (others get 401).
@@ -456,7 +458,10 @@ class LocalServer:
         self.faults = FaultInjector(plan, self.state_dir)
         self.clock = clock
         self.store = BatchStore(self.state_dir, clock)
-        self.answerer = Answerer(responder or default_responder, self.faults.plan.thinking)
+        self._responder_given = responder is not None
+        self.answerer = Answerer(
+            responder or plan_responder(self.faults.plan), self.faults.plan.thinking
+        )
         self.timed_cache = TimedCache(clock)
         self.require_key = require_key
         if queue_seconds is None:
@@ -499,7 +504,7 @@ class LocalServer:
         self._threads = [serve, worker]
         for thread in self._threads:
             thread.start()
-        log.info(_BANNER.format(url=self.base_url))
+        log.info(_BANNER.format(url=self.base_url, mode=self.mode))
         return self
 
     def stop(self) -> None:
@@ -548,6 +553,26 @@ class LocalServer:
         """Replace the fault plan on a running server (call counts restart at 0)."""
         self.faults = FaultInjector(plan, self.state_dir)
         self.answerer.thinking_always = self.faults.plan.thinking
+        if not self._responder_given:
+            self.answerer.responder = plan_responder(self.faults.plan)
+
+    @property
+    def mode(self) -> str:
+        """What answers: ``baseline extractor``, ``Claude-like emulation (output ratio r)``, ..."""
+        responder = self.answerer.responder
+        if isinstance(responder, ClaudeLikeResponder):
+            return f"Claude-like emulation, output ratio {responder.output_ratio:g}"
+        if responder is default_responder:
+            return "baseline extractor"
+        return "custom responder"
+
+    def billed_usage(self) -> dict[str, dict[str, int]]:
+        """Usage this instance billed, per model (see :meth:`Answerer.billed_usage`).
+
+        Counts what this process answered: real-time calls, and batch requests its worker
+        processed (another server sharing the state directory may have processed some).
+        """
+        return self.answerer.billed_usage()
 
     # ---- request handling ---------------------------------------------------------------------
 
@@ -700,7 +725,8 @@ class LocalServer:
     ) -> dict[str, Any]:
         ctx = CallContext(str(record["api_version"]), tuple(record.get("betas") or ()), True)
         override = (record.get("overrides") or {}).get(request["custom_id"])
-        return batch_result(self.answerer, request.get("params"), ctx, cache, override)
+        label = f"custom_id {request.get('custom_id')}"
+        return batch_result(self.answerer, request.get("params"), ctx, cache, override, label)
 
     def _worker_loop(self) -> None:
         """Claim unfinished batches (any process's) and process them until stopped."""
@@ -727,6 +753,13 @@ class LocalServer:
                 self._stop.wait(self.worker_poll_seconds)
 
 
+def plan_responder(plan: FaultPlan) -> Responder:
+    """The responder a fault plan asks for: Claude-like at its ratio, else the baseline."""
+    if plan.claude_like is not None:
+        return ClaudeLikeResponder(plan.claude_like)
+    return default_responder
+
+
 def start_local_server(
     state_dir: Path | None = None,
     port: int = 0,
@@ -740,7 +773,8 @@ def start_local_server(
         state_dir: Batch state directory (default ``<data dir>/local_api``).
         port: Port on 127.0.0.1; 0 picks a free one (see ``.base_url``).
         faults: Fault plan (``None``: from ``FANTASY_KG_LOCAL_API_FAULTS`` if set).
-        responder: Answer source (default: the baseline extractor).
+        responder: Answer source (default: the baseline extractor, or Claude-like when the
+            fault plan sets ``claude_like``).
         **options: Further :class:`LocalServer` keyword options (``clock``, ``require_key``,
             ``min_processing_seconds``, ``per_request_seconds``, ``max_batch_body_bytes``, ...).
 

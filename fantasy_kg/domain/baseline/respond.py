@@ -8,19 +8,11 @@ Claude's answer.
 """
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from fantasy_kg.domain.baseline.extractor import extract
-from fantasy_kg.domain.catalog import get_model
-from fantasy_kg.domain.errors import ConfigError
-from fantasy_kg.domain.prompts import parse_prompt
+from fantasy_kg.domain.prompts import ParsedPrompt, parse_prompt
 from fantasy_kg.domain.schemas import WireExtractionResult
-from fantasy_kg.domain.text.tokens import estimate_tokens
-
-# Keep answers this far under max_tokens: the server counts with the same estimate, so a small
-# margin is enough, and a cut answer would be worse than a shorter one.
-OUTPUT_MARGIN = 0.95
 
 BASELINE_NOTICE = (
     "This is the fantasy_kg local backend: a deterministic rule-based baseline, not Claude. "
@@ -69,14 +61,11 @@ def requested_schema(params: dict[str, Any]) -> Any:
     return fmt.get("schema") if isinstance(fmt, dict) else None
 
 
-def respond(params: dict[str, Any]) -> dict[str, Any]:
-    """Answer one Messages request body.
+def extraction_request(params: dict[str, Any]) -> ParsedPrompt | None:
+    """The parsed prompt of an extraction request, or ``None`` for any other request.
 
-    Args:
-        params: The request body (``system``, ``messages``, ``output_config``, ...).
-
-    Returns:
-        ``{"text": ..., "stop_reason": "end_turn"}``; usage is the server's business.
+    An extraction request has the extraction schema as its ``output_config.format.schema``, or
+    (guide style, no schema) an ontology block and a ``TEXT CONTENT:`` line in its prompt.
     """
     prompt = prompt_text(params)
     schema = requested_schema(params)
@@ -84,73 +73,39 @@ def respond(params: dict[str, Any]) -> dict[str, Any]:
     wants_json = is_extraction_schema(schema) or (
         schema is None and parsed.ontology is not None and "TEXT CONTENT:" in prompt
     )
-    if not wants_json:
-        return {"text": BASELINE_NOTICE, "stop_reason": "end_turn"}
-    result = extract(
+    return parsed if wants_json else None
+
+
+def baseline_extraction(parsed: ParsedPrompt) -> WireExtractionResult:
+    """The baseline extractor's whole answer for a parsed extraction prompt."""
+    return extract(
         parsed.text,
         parsed.ontology,
         file_name=", ".join(parsed.book_names),
         section_id=parsed.section_id,
     )
-    max_tokens = params.get("max_tokens")
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
-        factor = _tokenizer_factor(params.get("model"))
-        budget = int(max_tokens * OUTPUT_MARGIN)
-        result = fit_to_budget(result, lambda t: estimate_tokens(t, factor) <= budget)
-    return {"text": render(result), "stop_reason": "end_turn"}
+
+
+def respond(params: dict[str, Any]) -> dict[str, Any]:
+    """Answer one Messages request body with the baseline's whole answer.
+
+    The answer is never shortened to fit ``max_tokens``: like Claude, the local backend writes
+    its whole answer and the server cuts it where the cap falls (``stop_reason: "max_tokens"``),
+    so the client's split path runs exactly as it would against Claude. Dropping entities here
+    instead would lose them silently.
+
+    Args:
+        params: The request body (``system``, ``messages``, ``output_config``, ...).
+
+    Returns:
+        ``{"text": ..., "stop_reason": "end_turn"}``; usage and the cut are the server's business.
+    """
+    parsed = extraction_request(params)
+    if parsed is None:
+        return {"text": BASELINE_NOTICE, "stop_reason": "end_turn"}
+    return {"text": render(baseline_extraction(parsed)), "stop_reason": "end_turn"}
 
 
 def render(result: WireExtractionResult) -> str:
     """The answer text: compact JSON (what the output tokens are counted on)."""
     return json.dumps(result.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
-
-
-def _tokenizer_factor(model: Any) -> float:
-    if not isinstance(model, str):
-        return 1.0
-    try:
-        return get_model(model).tokenizer_factor
-    except ConfigError:
-        return 1.0
-
-
-def fit_to_budget(
-    result: WireExtractionResult, fits: Callable[[str], bool]
-) -> WireExtractionResult:
-    """Keep the most salient entities (and the relationships among them) that fit the budget.
-
-    A model with a limited output budget writes down the main cast first; a huge section (a
-    whole book or more) would otherwise produce an answer longer than ``max_tokens`` and be cut
-    mid-JSON. Salience: endpoints of relationships first, then confidence, then how many
-    surface forms and aliases the text uses. Output order (first mention) is preserved.
-    """
-    if fits(render(result)):
-        return result
-    linked = {r.source for r in result.relationships} | {r.target for r in result.relationships}
-    ranked = sorted(
-        range(len(result.entities)),
-        key=lambda i: (
-            result.entities[i].id not in linked,
-            -result.entities[i].confidence,
-            -(len(result.entities[i].mentions) + len(result.entities[i].aliases)),
-            i,
-        ),
-    )
-
-    def keep(k: int) -> WireExtractionResult:
-        chosen = set(ranked[:k])
-        entities = [e for i, e in enumerate(result.entities) if i in chosen]
-        ids = {e.id for e in entities}
-        rels = [r for r in result.relationships if r.source in ids and r.target in ids]
-        return WireExtractionResult(
-            entities=entities, relationships=rels, schema_proposals=result.schema_proposals
-        )
-
-    lo, hi = 0, len(ranked)  # invariant: keep(lo) fits (or lo == 0), keep(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(render(keep(mid))):
-            lo = mid
-        else:
-            hi = mid
-    return keep(lo)
