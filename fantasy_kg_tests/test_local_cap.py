@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from fantasy_kg.domain.answer import EFFORT_LEVELS, effective_effort, thinking_allowance
 from fantasy_kg.domain.catalog import get_model
 from fantasy_kg.domain.prompts import build_prompt
 from fantasy_kg.domain.schemas import (
@@ -23,7 +24,6 @@ from fantasy_kg.domain.schemas import (
     wire_json_schema,
 )
 from fantasy_kg.domain.text.tokens import estimate_tokens
-from fantasy_kg.domain.thinking import EFFORT_LEVELS, thinking_allowance
 from fantasy_kg.local_api import ClaudeLikeResponder, FaultPlan, LocalServer, start_local_server
 
 KEY = "sk-test-fantasy-kg-local-cap"
@@ -184,10 +184,11 @@ def test_thinking_tokens_grow_with_effort_on_a_thinking_model_only(
 def test_thinking_counts_toward_max_tokens(srv: LocalServer, oz_text: str) -> None:
     client = client_for(srv)
     info = get_model(THINKER)
-    full = client.messages.create(**params(oz_text, THINKER, 100_000, effort="max"))
+    # medium: thinking is half the answer, so a cap just above the answer keeps all of it.
+    full = client.messages.create(**params(oz_text, THINKER, 100_000, effort="medium"))
     answer = full.usage.output_tokens - thinking_of(full)
     # The answer alone fits the cap, answer + thinking does not: cut.
-    cut = client.messages.create(**params(oz_text, THINKER, answer + 10, effort="max"))
+    cut = client.messages.create(**params(oz_text, THINKER, answer + 10, effort="medium"))
     assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == answer + 10
     assert thinking_of(cut) == thinking_of(full)
     assert estimate_tokens(text_of(cut), info.tokenizer_factor) <= 10
@@ -227,7 +228,9 @@ def test_claude_like_answers_at_the_ratio_with_thinking(
     answer_tokens = estimate_tokens(answer, info.tokenizer_factor)
     # About ratio x section tokens: within one entity (2 %) of the target, trimmed or padded.
     assert abs(answer_tokens - ratio * section_tokens) <= 0.02 * ratio * section_tokens
-    assert thinking_of(message) == thinking_allowance(None, info, answer_tokens)
+    assert thinking_of(message) == thinking_allowance(
+        effective_effort(info, None), info, answer_tokens
+    )
     assert billed["output_tokens"] == message.usage.output_tokens
     # Schema-valid, and it parses with nothing rejected.
     wire = WireExtractionResult.model_validate_json(answer)

@@ -56,8 +56,22 @@ cache-read share of the input (see the README for ``fantasy-kg estimate`` on Oz)
 THINKING_FACTOR = {"low": 0.25, "medium": 0.5, "high": 1.0, "xhigh": 1.5, "max": 2.0}
 """Expected thinking tokens per answer token, by effort."""
 
-THINKING_FLOOR = {"low": 512, "medium": 1024, "high": 2048, "xhigh": 4096, "max": 8192}
+THINKING_FLOOR = {"low": 256, "medium": 512, "high": 1024, "xhigh": 2048, "max": 4096}
 """Expected thinking tokens at least, by effort: even a short answer is thought about."""
+
+
+FALLBACK_EFFORT = "high"
+"""Effort of a thinking model whose catalog row names no default (the API's usual default)."""
+
+
+def thinking_tokens(effort: str, answer_tokens: int) -> int:
+    """The thinking rule alone: ``max(floor, ceil(factor x answer))`` at ``effort``.
+
+    Raises:
+        ConfigError: unknown effort.
+    """
+    level = check_effort(effort) or FALLBACK_EFFORT
+    return max(THINKING_FLOOR[level], math.ceil(THINKING_FACTOR[level] * answer_tokens))
 
 
 def thinks(model: ModelInfo) -> bool:
@@ -95,7 +109,7 @@ def effective_effort(model: ModelInfo, sent: str | None) -> str | None:
     """The effort a request runs at: what it sends, else the model's default (None: no thinking)."""
     if not thinks(model):
         return None
-    return check_effort(sent) or model.default_effort or "high"
+    return check_effort(sent) or model.default_effort or FALLBACK_EFFORT
 
 
 def default_max_tokens(model: ModelInfo) -> int:
@@ -113,8 +127,7 @@ def thinking_allowance(effort: str | None, model: ModelInfo, answer_tokens: int)
     """
     if effort is None or not thinks(model):
         return 0
-    level = check_effort(effort) or "high"
-    return max(THINKING_FLOOR[level], math.ceil(THINKING_FACTOR[level] * answer_tokens))
+    return thinking_tokens(effort, answer_tokens)
 
 
 @dataclass(frozen=True)
@@ -196,7 +209,7 @@ def max_section_tokens_for_answer(
     if effort is None or not thinks(model):
         answer_max = room
     else:
-        level = check_effort(effort) or "high"
+        level = check_effort(effort) or FALLBACK_EFFORT
         answer_max = min(room / (1 + THINKING_FACTOR[level]), room - THINKING_FLOOR[level])
     if answer_max < MIN_ANSWER_TOKENS:
         return 0

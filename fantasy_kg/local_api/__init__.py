@@ -50,7 +50,7 @@ tokens plus thinking for the effort, cut at ``max_tokens``): ``responder=ClaudeL
 or ``FaultPlan(claude_like=0.15)`` (also via the environment), or
 ``fantasy-kg local-api --claude-like``. ``server.billed_usage()`` sums what it billed per model.
 Every model that thinks (catalog ``thinking_default`` not ``off``) gets emulated thinking tokens
-in ``usage`` whatever the responder (:mod:`fantasy_kg.domain.thinking`), and every answer longer
+in ``usage`` whatever the responder (:mod:`fantasy_kg.domain.answer`), and every answer longer
 than ``max_tokens`` is cut there with ``stop_reason: "max_tokens"`` and a warning in the log.
 
 Production: :func:`ensure_local_server` returns the base URL of a process-wide server for the data

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fantasy_kg.domain.catalog import ModelInfo, get_model
-from fantasy_kg.domain.errors import ConfigError
-from fantasy_kg.domain.thinking import (
+from fantasy_kg.domain.answer import (
     EFFORT_LEVELS,
     FALLBACK_EFFORT,
     thinking_tokens,
-    thinks_by_default,
 )
+from fantasy_kg.domain.answer import thinks as thinks_by_default
+from fantasy_kg.domain.catalog import ModelInfo, get_model
+from fantasy_kg.domain.errors import ConfigError
 from fantasy_kg.local_api.protocol import (
     NO_SAMPLING_VERSION,
     SAMPLING_PARAMS,
@@ -559,7 +559,7 @@ class EmulatedThinking:
         """Text of the ``thinking`` block: the real API also shows less than it bills."""
         return (
             f"Emulated thinking by the fantasy_kg local backend (not Claude): {self.tokens} "
-            f"tokens billed at effort {self.effort}, sized by fantasy_kg.domain.thinking."
+            f"tokens billed at effort {self.effort}, sized by fantasy_kg.domain.answer."
         )
 
 
@@ -571,7 +571,7 @@ def emulated_thinking(
     Follows the API: a model thinks when its catalog ``thinking_default`` says so (unless the
     request sends ``thinking: {"type": "disabled"}`` and the model allows that) or when the
     request enables thinking; ``budget_tokens`` caps it. The size comes from
-    :func:`fantasy_kg.domain.thinking.thinking_tokens` at ``output_config.effort`` (or the
+    :func:`fantasy_kg.domain.answer.thinking_tokens` at ``output_config.effort`` (or the
     model's default effort), the same rule the pre-flight estimate uses.
     """
     raw = params.get("thinking")
