@@ -191,7 +191,9 @@ def test_thinking_counts_toward_max_tokens(srv: LocalServer, oz_text: str) -> No
     cut = client.messages.create(**params(oz_text, THINKER, answer + 10, effort="medium"))
     assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == answer + 10
     assert thinking_of(cut) == thinking_of(full)
-    assert estimate_tokens(text_of(cut), info.tokenizer_factor) <= 10
+    room = answer + 10 - thinking_of(cut)
+    assert estimate_tokens(text_of(cut), info.tokenizer_factor) <= room < answer
+    assert text_of(full).startswith(text_of(cut)) and text_of(cut) != text_of(full)
     # Thinking alone over the cap: no text at all, thinking billed up to the cap.
     starved = client.messages.create(**params(oz_text, THINKER, 100, effort="max"))
     assert starved.stop_reason == "max_tokens" and starved.usage.output_tokens == 100
