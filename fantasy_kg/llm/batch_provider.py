@@ -105,6 +105,10 @@ LATE_CREATE_HORIZON = timedelta(hours=1)
 #: Seconds between list calls while a submission watches for a timed-out create to land.
 LATE_SWEEP_INTERVAL = 0.5
 #: Transport errors raised before the request left the client: the server never saw it.
+MAX_SPLIT_ROUNDS = 4
+"""Rounds of halving a cut answer may take beyond ``max_attempts`` (a section down to 1/16 of its
+size at the deepest), so a dense section still ends as a result, never as a lost good half."""
+
 _NOT_SENT_ERRORS = ("ConnectError", "ConnectTimeout", "PoolTimeout")
 
 
@@ -1266,10 +1270,10 @@ class AnthropicBatchProvider:
             series=meta.series,
             stop_reason=stop_reason,
         )
-        if job.attempt >= job.max_attempts:
+        if job.attempt >= job.max_attempts + MAX_SPLIT_ROUNDS:
             base.message = (
-                f"answer truncated ({stop_reason}) and the attempt limit {job.max_attempts} is "
-                "reached; raise --max-tokens or re-section smaller"
+                f"answer truncated ({stop_reason}) after {MAX_SPLIT_ROUNDS} rounds of splitting; "
+                "raise --max-tokens or re-section smaller"
             )
             base.retryable = True
             return base, None
@@ -1333,8 +1337,10 @@ class AnthropicBatchProvider:
         job.splits = splits
         job.result_counts = counts
         job.results_processed_at = utcnow().isoformat()
+        # A split repairs a planning miss (the answer did not fit), so halves go out even when
+        # the attempt limit for transient failures is reached, for up to MAX_SPLIT_ROUNDS more.
         wants_followup = retryable > 0 or split_n > 0
-        if wants_followup and job.attempt < job.max_attempts:
+        if split_n > 0 or (retryable > 0 and job.attempt < job.max_attempts):
             job.followup_state = "pending" if job.followup_state != "created" else "created"
         elif wants_followup:
             job.followup_state = "exhausted"
@@ -1462,10 +1468,13 @@ class AnthropicBatchProvider:
     def _followup_requests(self, job: JobRecord) -> list[PreparedRequest]:
         payloads = {r.custom_id: r for r in self.store.read_payloads(job.manifest_hash)}
         out: list[PreparedRequest] = []
+        retries_left = job.attempt < job.max_attempts
         for cid in sorted(job.failures):
             rec = job.failures[cid]
             if not rec.retryable or cid not in payloads:
                 continue
+            if cid not in job.splits and not retries_left:
+                continue  # only the halves of cut answers go past the attempt limit
             req = payloads[cid]
             if rec.type in ("max_tokens", "model_context_window_exceeded"):
                 if cid not in job.splits:
