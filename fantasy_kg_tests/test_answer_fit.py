@@ -33,6 +33,7 @@ from fantasy_kg.llm.requests import (
     build_extraction_batch_request,
     preflight,
 )
+from fantasy_kg.local_api import FaultPlan
 from fantasy_kg_tests.conftest import REPO_ROOT
 from fantasy_kg_tests.llm_support import cli_env, create_bodies, run_cli, server
 
@@ -236,3 +237,62 @@ def test_an_unreachable_api_says_so_in_one_line(data_dir: Path) -> None:
     assert "use --backend local" in last
     assert "\n\nerror:" not in proc.stderr and "interrupted submission" not in proc.stderr
     assert "sk-ant-test-unreachable" not in proc.stderr
+
+
+# --- done-when: Oz on every default, answered like Claude ------------------------------------
+
+
+def test_oz_with_every_default_finishes_in_one_batch_round_like_claude(
+    data_dir: Path, tmp_path: Path, oz_dir: Path
+) -> None:
+    """Claude-like answers (15 % of the section plus thinking, cut at max_tokens) all fit."""
+    with server(tmp_path / "state", FaultPlan(claude_like=0.15)) as srv:
+        env = cli_env(srv, data_dir)
+        proc = run_cli(
+            ["run", "--series", "oz", "--books-dir", str(oz_dir.parent), "--poll-interval", "0.2"],
+            env,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        billed = srv.billed_usage()[get_model(THINKING).id]
+    doc = json.loads(proc.stdout)
+    ext = doc["extraction"]
+    assert ext["sections"] == ext["written"] >= 50 and ext["failed"] == 0
+    assert ext["truncated"] == 0 and ext["followup_batches"] == 0
+    assert len(create_bodies(srv)) == 1  # one batch round
+    assert billed["max_tokens_stops"] == 0 and billed["thinking_tokens"] > 0
+    with duckdb.connect(str(data_dir / "fantasy_kg.duckdb"), read_only=True) as conn:
+        estimated, actual, thinking = conn.execute(
+            "SELECT sum(estimated_usd), sum(actual_usd), sum(thinking_tokens) FROM costs "
+            "WHERE series = 'oz'"
+        ).fetchone()
+    assert thinking == billed["thinking_tokens"]
+    assert abs(actual - estimated) <= 0.25 * estimated, (actual, estimated)
+
+
+def _entity_names(db: Path) -> set[str]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT name FROM entities").fetchall()}
+
+
+def test_the_local_backend_cuts_at_the_cap_and_the_split_loses_nothing(tmp_path: Path) -> None:
+    whole, capped = tmp_path / "whole", tmp_path / "capped"
+    for d in (whole, capped):
+        _books(d)
+    ok = run_cli(["run", "--series", "ashen_crown"], cli_env_no_key(whole))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["extraction"]["truncated"] == 0
+    # The baseline writes a long answer for the dense sample: 6,000 tokens cannot hold it.
+    cut = run_cli(
+        ["run", "--series", "ashen_crown", "--max-tokens", "6000"], cli_env_no_key(capped)
+    )
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    ext = json.loads(cut.stdout)["extraction"]
+    assert ext["truncated"] >= 1 and ext["followup_batches"] >= 1 and ext["failed"] == 0
+    assert "WARNING fantasy_kg.local_api.engine: local API: answer to custom_id" in cut.stderr
+    assert "answers were cut at max_tokens and split" in cut.stderr
+    found = _entity_names(whole / "fantasy_kg.duckdb")
+    assert found and found <= _entity_names(capped / "fantasy_kg.duckdb")
+    with duckdb.connect(str(capped / "fantasy_kg.duckdb"), read_only=True) as conn:
+        truncated = conn.execute("SELECT sum(truncated) FROM batch_jobs").fetchone()
+    assert truncated is not None and truncated[0] == ext["truncated"]

@@ -705,6 +705,16 @@ class _PromptTokens:
             pieces += self._format(fmt) if isinstance(fmt, dict) else self._shared(json.dumps(fmt))
         return self._tokens(pieces, model)
 
+    def format(self, params: dict[str, Any], model: ModelInfo) -> int:
+        """Tokens of the structured-output format (the schema the API explains in its prompt)."""
+        fmt = params.get("output_config", {}).get("format")
+        if not fmt:
+            return 0
+        if not self._exact_parts:
+            return estimate_tokens(json.dumps(fmt), model)
+        pieces = self._format(fmt) if isinstance(fmt, dict) else self._shared(json.dumps(fmt))
+        return self._tokens(pieces, model)
+
     def prefix(self, params: dict[str, Any], model: ModelInfo) -> int:
         """``estimate_tokens(_prefix_text(params), model)``, memoized on the prefix text."""
         text = _prefix_text(params)
@@ -762,7 +772,11 @@ def schema_complexity(schema: dict[str, Any]) -> SchemaComplexity:
 
 @dataclass
 class RequestEstimate:
-    """Pre-flight numbers for one request."""
+    """Pre-flight numbers for one request.
+
+    ``prompt_tokens`` and ``prefix_tokens`` are plain estimates (what billing will be near); the
+    window check used the same counts plus the estimate's safety margin.
+    """
 
     custom_id: str
     prompt_tokens: int
@@ -1067,10 +1081,17 @@ def preflight(
                 f"the {info.context_window:,}-token context window of {info.id}; re-section with "
                 "a smaller budget or lower --max-tokens"
             )
+        # The counts above carry the estimate's safety margin (right for the window check);
+        # the answer size and the cost are expectations, so they use the plain estimate.
+        billed_prompt = _unmargined(prompt_tokens)
+        # The format's injected prompt comes first and is cached with the prefix.
+        billed_prefix = (
+            _unmargined(prefix_tokens + tokens.format(params, info)) if prefix_tokens else 0
+        )
         fmt_cfg = params.get("output_config")
         sent_effort = fmt_cfg.get("effort") if isinstance(fmt_cfg, dict) else None
         size = answer_sizing.expected_answer(
-            max(0, prompt_tokens - prefix_tokens),
+            max(0, billed_prompt - billed_prefix),
             info,
             max_tokens=max_tokens,
             effort=answer_sizing.effective_effort(
@@ -1091,8 +1112,8 @@ def preflight(
         estimates.append(
             RequestEstimate(
                 custom_id=cid,
-                prompt_tokens=prompt_tokens,
-                prefix_tokens=prefix_tokens,
+                prompt_tokens=billed_prompt,
+                prefix_tokens=billed_prefix,
                 max_tokens=max_tokens,
                 bytes=sizer.size(body),
                 answer=size,
@@ -1110,6 +1131,13 @@ def preflight(
         warnings=warnings,
         output_ratio=output_ratio,
     )
+
+
+def _unmargined(tokens: int) -> int:
+    """An estimated count without the estimate's safety margin (what billing will be near)."""
+    module = _domain_tokens()
+    margin = float(module.ESTIMATE_MARGIN) if module is not None else 0.0
+    return int(tokens / (1.0 + margin))
 
 
 def is_rendered_prompt(prompt: str) -> bool:

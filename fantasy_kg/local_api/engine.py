@@ -296,14 +296,21 @@ def prompt_shape(params: dict[str, Any], model: ModelInfo) -> PromptShape:
     n_messages = len(params.get("messages") or [])
     overhead = 3 * n_messages
     tokens = [estimate_tokens(s.text, model) for s in segs]
-    total = sum(tokens) + overhead
+    # Structured outputs inject a system prompt that explains the format: billed input that
+    # precedes everything else, so it belongs to the cached prefix (changing the format
+    # invalidates the cache, as the API documents). Sized here as the schema's JSON.
+    fmt = _output_format(params)
+    fmt_tokens = estimate_tokens(json.dumps(fmt), model) if fmt is not None else 0
+    total = fmt_tokens + sum(tokens) + overhead
     last = max((i for i, s in enumerate(segs) if s.cache_ttl), default=-1)
     if last < 0:
         return PromptShape(total, 0, "", "5m")
     digest = hashlib.sha256(model.id.encode())
+    if fmt is not None:
+        digest.update(b"\x01" + json.dumps(fmt, sort_keys=True).encode())
     for seg in segs[: last + 1]:
         digest.update(b"\x00" + seg.text.encode("utf-8", "surrogatepass"))
-    prefix_tokens = sum(tokens[: last + 1])
+    prefix_tokens = fmt_tokens + sum(tokens[: last + 1])
     return PromptShape(total, prefix_tokens, digest.hexdigest(), segs[last].cache_ttl or "5m")
 
 
