@@ -262,10 +262,12 @@ def test_oz_with_every_default_finishes_in_one_batch_round_like_claude(
     assert len(create_bodies(srv)) == 1  # one batch round
     assert billed["max_tokens_stops"] == 0 and billed["thinking_tokens"] > 0
     with duckdb.connect(str(data_dir / "fantasy_kg.duckdb"), read_only=True) as conn:
-        estimated, actual, thinking = conn.execute(
+        row = conn.execute(
             "SELECT sum(estimated_usd), sum(actual_usd), sum(thinking_tokens) FROM costs "
             "WHERE series = 'oz'"
         ).fetchone()
+    assert row is not None
+    estimated, actual, thinking = row
     assert thinking == billed["thinking_tokens"]
     assert abs(actual - estimated) <= 0.25 * estimated, (actual, estimated)
 
