@@ -240,6 +240,91 @@ def _local_run_rows(ctx: Context) -> list[dict[str, Any]]:
     return rows
 
 
+def _claude_like_row(ctx: Context) -> dict[str, Any]:
+    """Oz on every default: the pre-flight plan vs what a Claude-like loopback server bills.
+
+    The server answers like Claude at scale (15 % of each section plus thinking for the effort,
+    cut at ``max_tokens``); the row shows whether the run needed one batch round (no cut answer,
+    no follow-up) and how close the plan was to the bill.
+    """
+    from fantasy_kg.domain.catalog import default_model, get_model
+    from fantasy_kg.llm.batch_provider import AnthropicBatchProvider
+    from fantasy_kg.local_api import FaultPlan, start_local_server
+    from fantasy_kg.pipeline.extraction import run_full
+
+    oz = corpus.oz_dir()
+    base = ctx.scenario_dir(NAME) / "claude_like"
+    shutil.rmtree(base, ignore_errors=True)
+    if ctx.quick or oz is None:
+        books = REPO_ROOT / "data" / "books" / SAMPLE_SERIES
+        label = SAMPLE_SERIES
+        why = "quick mode: the sample series" if ctx.quick else "Oz absent: the sample series"
+    else:
+        books = corpus.link_series(oz, base / "books" / "oz")
+        label, why = "oz", ""
+    sections = _sections_for(books, base / "sections")
+    extracted, jobs = base / "extracted", base / "batch_jobs"
+    model = get_model(default_model())
+    planned, planned_rt, requests = _planned(sections, extracted, jobs, model.id)
+    server = start_local_server(state_dir=base / "server", faults=FaultPlan(claude_like=0.15))
+    try:
+        provider = AnthropicBatchProvider(
+            api_key="bench-not-a-key", base_url=server.base_url, backend="anthropic", jobs_dir=jobs
+        )
+        result = run_full(
+            sections,
+            extracted,
+            None,
+            model.id,
+            jobs_dir=jobs,
+            poll_interval_seconds=0.2,
+            provider=provider,
+        )
+        billed = server.billed_usage().get(model.id, {})
+    finally:
+        server.stop()
+    actual = result.cost.batch_usd
+    row: dict[str, Any] = {
+        "scenario": NAME,
+        "kind": "cost",
+        "case": f"{label} on the defaults, planned vs Claude-like bill / {_short(model)}",
+        "input": f"{result.sections} sections, {requests} requests",
+        "status": "ok",
+        "note": why
+        or (
+            f"{len(result.batches)} batch round(s), {result.truncated} answers cut, "
+            f"{billed.get('thinking_tokens', 0):,} thinking tokens billed"
+        ),
+        "details": {
+            "series": f"{label}: defaults (effort low, max_tokens 32,000, 16,000-token sections)",
+            "model": _short(model),
+            "sections": result.sections,
+            "batch_rounds": len(result.batches),
+            "truncated": result.truncated,
+            "planned_batch_usd": planned,
+            "planned_realtime_usd": planned_rt,
+            "billed_batch_usd": actual,
+            "output_tokens": billed.get("output_tokens", 0),
+            "thinking_tokens": billed.get("thinking_tokens", 0),
+            "max_tokens_stops": billed.get("max_tokens_stops", 0),
+            "batch_usd": actual,
+            "batch_cached_usd": actual,
+            "realtime_usd": result.cost.realtime_usd,
+        },
+        "baseline": {"name": "pre-flight plan", "usd": planned},
+        "ratio": actual / planned if planned else None,
+        "value": actual,
+    }
+    apply_targets(
+        row,
+        [
+            Target(metric="ratio", limit=1.25, text="bill <= 1.25x plan"),
+            Target(metric="ratio", limit=0.75, text="bill >= 0.75x plan", higher_is_better=True),
+        ],
+    )
+    return row
+
+
 def rows(ctx: Context) -> list[dict[str, Any]]:
     """Every cost row (computed, not timed)."""
     from fantasy_kg.domain.estimate import load_series_tokens
@@ -267,5 +352,6 @@ def rows(ctx: Context) -> list[dict[str, Any]]:
                 )[0]
             out.append(_plan_row(by_window[info.context_window], info))
     out.extend(_local_run_rows(ctx))
+    out.append(_claude_like_row(ctx))
     json.dumps(out)  # fail here, not in the parent, if something is not serializable
     return out
