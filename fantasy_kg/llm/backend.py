@@ -123,7 +123,7 @@ def unreachable_message(base_url: str, exc: BaseException) -> str:
     detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
     return (
         f"cannot reach the Anthropic API at {base_url.rstrip('/')} ({detail}): check the "
-        "network and the key, or use --backend local"
+        "network and the key, or use --backend local (nothing was sent; re-run to resume)"
     )
 
 
