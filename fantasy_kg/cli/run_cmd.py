@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 
 from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
-from fantasy_kg.cli.options import dir_option, file_option
+from fantasy_kg.cli.options import dedicated_workspace_option, dir_option, file_option
 from fantasy_kg.cli.output import PollProgress, emit
 
 
@@ -35,6 +35,7 @@ from fantasy_kg.cli.output import PollProgress, emit
     default=None,
     help="Seconds between batch polls. Default: 0.5 on the local backend, 60 on Claude.",
 )
+@dedicated_workspace_option()
 def run(
     series: str | None,
     model: str | None,
@@ -44,6 +45,7 @@ def run(
     max_cost: float | None,
     max_tokens: int | None,
     poll_interval: float | None,
+    dedicated_workspace: bool,
 ) -> None:
     """Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
 
@@ -56,10 +58,11 @@ def run(
       fantasy-kg run --series ashen_crown
       fantasy-kg run --series ashen_crown --backend anthropic --max-cost 5
     """
+    from fantasy_kg.llm.ownership import dedicated_workspace as workspace_setting
     from fantasy_kg.pipeline.run import run_series
 
     console = Console(stderr=True)
-    with PollProgress(console) as bar:
+    with workspace_setting(dedicated_workspace), PollProgress(console) as bar:
         summary = run_series(
             series,
             books_dir=books_dir,

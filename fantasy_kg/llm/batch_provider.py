@@ -612,6 +612,11 @@ class AnthropicBatchProvider:
         job.reconciled = reconciled
         job.ownership = "provisional" if reconciled else "created"
         job.estimated_cost = estimated_cost
+        # Batches reconciliation saw but could not prove ours, reported in the job file too.
+        job.unproven_candidates = [
+            UnprovenCandidate(batch_id=bid, request_count=len(group))
+            for bid in intent.unproven_batch_ids
+        ]
         self.store.save(job)
         failpoint("after_persist")
         intent.state = "created"
@@ -789,6 +794,12 @@ class AnthropicBatchProvider:
                         break
                     await asyncio.sleep(_backoff(k, self.retry_base_delay))
                     adopted = await self._reconcile(intent, call)
+                if adopted is None and watch_until is not None and not self.dedicated_workspace:
+                    # The server was still working on it. A second create could not be undone
+                    # (nothing proves a running batch ours, so nothing is canceled): wait for the
+                    # first to land instead, up to the grace, then adopt it provisionally.
+                    adopted = await self._await_late_create(intent, call, watch_until)
+                    watch_until = None
                 if adopted is not None:
                     logger.warning(
                         "the server may have accepted the batch despite the error: adopting %s "
@@ -810,6 +821,23 @@ class AnthropicBatchProvider:
             f"({type(last_error).__name__}); nothing was submitted twice: re-run the same "
             "command to reconcile and retry"
         )
+
+    async def _await_late_create(
+        self, intent: IntentRecord, call: tuple[datetime, datetime], until: datetime
+    ) -> Any | None:
+        """Reconcile every :data:`LATE_SWEEP_INTERVAL` until a batch shows up or ``until``."""
+        logger.warning(
+            "a create of manifest %s timed out while the server was working on it: waiting up "
+            "to %.0f s for its batch before creating again",
+            intent.manifest_hash[:12],
+            max(0.0, (until - utcnow()).total_seconds()),
+        )
+        while utcnow() < until:
+            await asyncio.sleep(LATE_SWEEP_INTERVAL)
+            adopted = await self._reconcile(intent, call)
+            if adopted is not None:
+                return adopted
+        return None
 
     def _definitive_error(self, exc: BaseException) -> UserError:
         if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
@@ -1069,8 +1097,10 @@ class AnthropicBatchProvider:
             intent = self.store.load_intent(job.manifest_hash)
             if intent is not None and intent.batch_id == job.id:
                 await self._sweep_late_duplicates(intent, job.id)
-                if intent.duplicate_batch_ids:
-                    job.duplicate_batch_ids = self.store.load(job.id).duplicate_batch_ids
+                if intent.duplicate_batch_ids or intent.unproven_batch_ids:
+                    saved = self.store.load(job.id)
+                    job.duplicate_batch_ids = saved.duplicate_batch_ids
+                    job.unproven_candidates = saved.unproven_candidates
 
     async def poll_until_complete(
         self,

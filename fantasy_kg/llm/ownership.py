@@ -25,7 +25,9 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from fantasy_kg.llm.requests import MAX_CUSTOM_ID
 
@@ -99,7 +101,31 @@ def reverse(mapping: Mapping[str, str]) -> dict[str, str]:
     return {wire: cid for cid, wire in mapping.items()}
 
 
+_DEDICATED: ContextVar[bool | None] = ContextVar("fantasy_kg_dedicated_workspace", default=None)
+
+
 def dedicated_workspace_from_env() -> bool:
-    """Whether ``FANTASY_KG_DEDICATED_WORKSPACE`` declares the workspace dedicated."""
+    """Whether the workspace is declared dedicated to this project (default: no).
+
+    A command's ``--dedicated-workspace`` (:func:`dedicated_workspace`) wins; otherwise
+    ``FANTASY_KG_DEDICATED_WORKSPACE`` decides.
+    """
+    scoped = _DEDICATED.get()
+    if scoped is not None:
+        return scoped
     raw = os.environ.get(DEDICATED_WORKSPACE_ENV, "").strip().lower()
     return raw in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def dedicated_workspace(value: bool) -> Iterator[None]:
+    """Declare the workspace dedicated (or not) for every provider built inside the block.
+
+    The CLI wraps a command in it, so the pipeline functions it calls need no extra argument;
+    the setting ends with the block (no environment variable is changed).
+    """
+    token = _DEDICATED.set(value)
+    try:
+        yield
+    finally:
+        _DEDICATED.reset(token)
