@@ -891,10 +891,12 @@ class AnthropicBatchProvider:
 
         candidates.sort(key=rank)
         keep, others = candidates[0], candidates[1:]
-        intent.late_possible = max(0, intent.late_possible - len(candidates))
         if self.dedicated_workspace:
+            intent.late_possible = max(0, intent.late_possible - len(candidates))
             await self._cancel_duplicates(intent, others)
         else:
+            # ``keep`` may be someone else's, so a late create may still come: later calls keep
+            # looking (to report, never to cancel) until the window closes.
             self._note_unproven(intent, others, keep.id)
         return keep
 
