@@ -251,6 +251,11 @@ def test_wrongly_adopted_batch_is_released_and_resubmitted_once(
     prov = {json.loads(p.read_text())["batch_id"] for p in (rig.out / "_provenance").glob("*.json")}
     assert prov == {ours.id}
     assert server_record(rig, theirs)["request_counts"]["succeeded"] == len(rig.custom_ids)
+    # What the warehouse and the cost summary read: our batch only.
+    from fantasy_kg.pipeline.graph import read_provenance
+
+    seen = read_provenance(rig.jobs, ours.series, set(rig.custom_ids), rig.out)
+    assert [j.batch_id for j in seen.jobs] == [ours.id]
 
 
 @pytest.mark.scenario(
