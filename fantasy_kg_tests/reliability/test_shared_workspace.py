@@ -26,9 +26,8 @@ SCENARIO_CATEGORY = "Shared workspace"
 COLLEAGUE_KEY = "sk-ant-api03-COLLEAGUE-another-client-key-0000"
 
 
-@pytest.fixture
-def rig(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
-    plan, options = request.param if hasattr(request, "param") else (FaultPlan(), {})
+def _open(data_dir: Path, tmp_path: Path, setup: tuple[FaultPlan, dict[str, Any]]) -> Iterator[Rig]:
+    plan, options = setup
     with open_rig(data_dir, tmp_path / "api", plan, **options) as opened:
         yield opened
 
@@ -90,6 +89,12 @@ _DROPPED_THIRD_CREATE = (
 )
 
 
+@pytest.fixture
+def dropped_rig(data_dir: Path, tmp_path: Path) -> Iterator[Rig]:
+    """A rig whose server accepts our create (after two colleague creates), then drops it."""
+    yield from _open(data_dir, tmp_path, _DROPPED_THIRD_CREATE)
+
+
 @pytest.mark.scenario(
     id="ws-other-clients-batches-left-alone",
     injected="a colleague's two batches with our request count and our section names are in "
@@ -101,10 +106,10 @@ _DROPPED_THIRD_CREATE = (
     "nonce; the colleague batches are reported (unproven_candidates) and have no job file; "
     "every custom_id ends with one result from our batch",
 )
-@pytest.mark.parametrize("rig", [_DROPPED_THIRD_CREATE], indirect=True)
 def test_other_clients_batches_are_never_canceled_or_adopted(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    dropped_rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    rig = dropped_rig
     theirs = [colleague_batch(rig), colleague_batch(rig, "")]
     (job,) = submit_series(rig.data_dir / "sections", rig.out, provider=provider(rig))
     theirs.append(colleague_batch(rig, "-fedcba987654"))
@@ -166,10 +171,10 @@ def tick_sensor(rig: Rig) -> None:
     "as duplicates (the server's log has their cancel calls); our batch still finishes with "
     "every custom_id's result",
 )
-@pytest.mark.parametrize("rig", [_DROPPED_THIRD_CREATE], indirect=True)
 def test_dedicated_workspace_cancels_unclaimed_batches_of_our_size(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    dropped_rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    rig = dropped_rig
     theirs = [colleague_batch(rig), colleague_batch(rig, "")]
     (job,) = submit_series(
         rig.data_dir / "sections", rig.out, provider=provider(rig, dedicated_workspace=True)
@@ -212,6 +217,12 @@ _FAILED_SECOND_CREATE = (
 )
 
 
+@pytest.fixture
+def failed_rig(data_dir: Path, tmp_path: Path) -> Iterator[Rig]:
+    """A rig whose server fails our create (after one colleague create) with a plain 500."""
+    yield from _open(data_dir, tmp_path, _FAILED_SECOND_CREATE)
+
+
 @pytest.mark.scenario(
     id="ws-wrongly-adopted-batch-released",
     injected="our create fails with a 500 and creates nothing, while a colleague's batch with "
@@ -222,10 +233,10 @@ _FAILED_SECOND_CREATE = (
     "and the sections are submitted again exactly once (one more create call, also after a "
     "second run); every custom_id ends with one result from the new batch",
 )
-@pytest.mark.parametrize("rig", [_FAILED_SECOND_CREATE], indirect=True)
 def test_wrongly_adopted_batch_is_released_and_resubmitted_once(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+    failed_rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    rig = failed_rig
     theirs = colleague_batch(rig)
     (job,) = submit_series(rig.data_dir / "sections", rig.out, provider=provider(rig))
     assert job.id == theirs and job.ownership == "provisional"
@@ -266,8 +277,10 @@ def test_wrongly_adopted_batch_is_released_and_resubmitted_once(
     checked="re-running `--mode retrieve` then `--mode full` resubmits the sections exactly once "
     "(one more create call) and every custom_id ends with a result from the new batch",
 )
-@pytest.mark.parametrize("rig", [_FAILED_SECOND_CREATE], indirect=True)
-def test_killed_after_release_resubmits_once(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_after_release_resubmits_once(
+    failed_rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = failed_rig
     theirs = colleague_batch(rig)
     (job,) = submit_series(rig.data_dir / "sections", rig.out, provider=provider(rig))
     assert job.id == theirs
