@@ -89,9 +89,26 @@ def batches_on_server(srv: LocalServer) -> list[Any]:
         client.close()
 
 
-def create_bodies(srv: LocalServer) -> list[dict[str, Any]]:
-    """Bodies of every batch create the server received."""
+def wire_bodies(srv: LocalServer) -> list[dict[str, Any]]:
+    """Bodies of every batch create the server received, exactly as sent."""
     return [e.body for e in srv.requests_to("batches.create")]
+
+
+def create_bodies(srv: LocalServer) -> list[dict[str, Any]]:
+    """Bodies of every batch create, with each custom_id back to its section's id.
+
+    On the wire every custom_id carries its submission's nonce (``<section id>-<nonce>``, see
+    :mod:`fantasy_kg.llm.ownership`); tests about what was asked for compare section ids.
+    """
+    from fantasy_kg.llm.ownership import split_wire_id
+
+    out = []
+    for body in wire_bodies(srv):
+        requests = [
+            {**r, "custom_id": split_wire_id(str(r["custom_id"]))[0]} for r in body["requests"]
+        ]
+        out.append({**body, "requests": requests})
+    return out
 
 
 def cli_env(srv: LocalServer, data_dir: Path, **extra: str) -> dict[str, str]:

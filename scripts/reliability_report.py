@@ -39,6 +39,7 @@ CATEGORY_ORDER = (
     "Hostile input files",
     "Load and concurrency",
     "Network faults",
+    "Shared workspace",
     "Secrets and exposure",
 )
 

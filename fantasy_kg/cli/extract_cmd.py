@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fantasy_kg.cli.options import dir_option
+from fantasy_kg.cli.options import dedicated_workspace_option, dir_option
 from fantasy_kg.cli.output import PollProgress, emit
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
@@ -47,7 +47,12 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
         "results_processed": job.results_processed_at is not None,
         "followup_state": job.followup_state,
         "retry_batch_ids": job.retry_batch_ids,
+        "ownership": job.ownership,
     }
+    if job.is_released:
+        doc["released"] = {"reason": job.release_reason, "replaced_by": job.replaced_by}
+    if job.unproven_candidates:
+        doc["unproven_candidates"] = [c.batch_id for c in job.unproven_candidates]
     if job.result_counts is not None:
         doc["result_counts"] = job.result_counts.model_dump()
     return doc
@@ -119,6 +124,7 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
     is_flag=True,
     help="retrieve: results past the 29-day retention are resubmitted instead of failing.",
 )
+@dedicated_workspace_option()
 def extract_batch(
     mode: str,
     model: str | None,
@@ -137,6 +143,7 @@ def extract_batch(
     retry_failed: bool,
     no_followup: bool,
     resubmit_archived: bool,
+    dedicated_workspace: bool,
 ) -> None:
     """Extract sections through the Message Batches API (half the real-time price).
 
@@ -147,6 +154,49 @@ def extract_batch(
       fantasy-kg extract-batch --mode retrieve --batch-id msgbatch_...
       fantasy-kg extract-batch --mode full --poll-interval 30 --max-cost 5
     """
+    from fantasy_kg.llm.ownership import dedicated_workspace as workspace_setting
+
+    with workspace_setting(dedicated_workspace):
+        _extract_batch(
+            mode,
+            model,
+            input_dir,
+            output_dir,
+            series,
+            batch_id,
+            jobs_dir,
+            poll_interval,
+            max_wait_hours,
+            max_cost,
+            backend,
+            max_tokens,
+            effort,
+            max_attempts,
+            retry_failed,
+            no_followup,
+            resubmit_archived,
+        )
+
+
+def _extract_batch(
+    mode: str,
+    model: str | None,
+    input_dir: Path | None,
+    output_dir: Path | None,
+    series: str | None,
+    batch_id: str | None,
+    jobs_dir: Path | None,
+    poll_interval: float,
+    max_wait_hours: float,
+    max_cost: float | None,
+    backend: str,
+    max_tokens: int | None,
+    effort: str | None,
+    max_attempts: int,
+    retry_failed: bool,
+    no_followup: bool,
+    resubmit_archived: bool,
+) -> None:
     from fantasy_kg.pipeline import extraction
 
     model_name = model or default_model()

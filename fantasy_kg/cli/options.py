@@ -80,3 +80,21 @@ def mixed_backends_option(fn: F) -> F:
         help="Load a series whose results come from different backends (e.g. local and Claude) "
         "into one graph; refused by default.",
     )(fn)
+
+
+def dedicated_workspace_option() -> Callable[[F], F]:
+    """``--dedicated-workspace``: the opt-in to cancel batches not proven to be ours.
+
+    Also read from ``FANTASY_KG_DEDICATED_WORKSPACE`` (``1``/``true``).
+    """
+    return click.option(
+        "--dedicated-workspace",
+        is_flag=True,
+        envvar="FANTASY_KG_DEDICATED_WORKSPACE",
+        help=(
+            "The Anthropic workspace runs only this project from this data folder: a batch of "
+            "a submission's size created just after a create that timed out is canceled as a "
+            "duplicate although nothing proves it ours. Risk: in a shared workspace this can "
+            "cancel a colleague's batch. Default: such batches are left alone and reported."
+        ),
+    )

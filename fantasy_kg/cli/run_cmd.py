@@ -7,6 +7,7 @@ from rich.console import Console
 
 from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
 from fantasy_kg.cli.options import (
+    dedicated_workspace_option,
     dir_option,
     file_option,
     mixed_backends_option,
@@ -46,6 +47,7 @@ from fantasy_kg.cli.output import PollProgress, emit
     default=None,
     help="Seconds between batch polls. Default: 0.5 on the local backend, 60 on Claude.",
 )
+@dedicated_workspace_option()
 def run(
     series: str | None,
     model: str | None,
@@ -60,6 +62,7 @@ def run(
     force: bool,
     allow_mixed_backends: bool,
     poll_interval: float | None,
+    dedicated_workspace: bool,
 ) -> None:
     """Run the whole pipeline: sections → Message Batch → results → graph → DuckDB.
 
@@ -77,10 +80,11 @@ def run(
       fantasy-kg run --series ashen_crown --backend anthropic --max-cost 5
       fantasy-kg run --series oz --books-dir ../shared/corpus --effort medium
     """
+    from fantasy_kg.llm.ownership import dedicated_workspace as workspace_setting
     from fantasy_kg.pipeline.run import run_series
 
     console = Console(stderr=True)
-    with PollProgress(console) as bar:
+    with workspace_setting(dedicated_workspace), PollProgress(console) as bar:
         summary = run_series(
             series,
             books_dir=books_dir,

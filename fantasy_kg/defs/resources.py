@@ -173,6 +173,16 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         gt=0,
         description="Give up waiting inline after this long; the sensor takes over from there.",
     )
+    dedicated_workspace: bool = Field(
+        default=False,
+        description=(
+            "The Anthropic workspace runs only this project from this data folder. Then a batch "
+            "of a submission's size created right after a create that timed out is canceled as "
+            "a duplicate although nothing proves it ours (saves its cost). Risk: in a shared "
+            "workspace that cancels a colleague's batch. False: such batches are left alone and "
+            "reported (FANTASY_KG_DEDICATED_WORKSPACE=1 also opts in)."
+        ),
+    )
 
     _backend: Backend | None = PrivateAttr(default=None)
     _server: LocalServer | None = PrivateAttr(default=None)
@@ -312,6 +322,7 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 base_url=backend.base_url,
                 backend=backend.name,
                 max_attempts=self.max_attempts,
+                dedicated_workspace=True if self.dedicated_workspace else None,
             )
             try:
                 return await operation(provider)

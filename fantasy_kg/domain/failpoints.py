@@ -26,6 +26,8 @@ Points placed by the batch client (``fantasy_kg.llm``):
   ``during_results:N`` to die after the N-th line).
 * ``after_results``: all result files written; the job is not yet marked processed.
 * ``before_followup_create``: a follow-up batch for retryable failures is about to be created.
+* ``after_release``: a provisionally adopted batch proved not ours and is marked released; its
+  sections are not yet submitted again.
 
 Points placed by the warehouse loader (``fantasy_kg.warehouse``):
 
@@ -50,6 +52,7 @@ FAILPOINTS: frozenset[str] = frozenset(
         "during_results",
         "after_results",
         "before_followup_create",
+        "after_release",
         "during_load",
     }
 )

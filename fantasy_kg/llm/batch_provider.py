@@ -16,15 +16,22 @@ What it adds:
   a batch created inside the submission window with the same request count before anything is
   sent again. A re-run with the same manifest reuses the existing job or reconciles a ``pending``
   intent; a crash at any point followed by a re-run submits nothing twice.
-* **Late creates are canceled.** A create that timed out may still be carried out by the server
-  after the client gave up, and after the retry created the batch again. So after a failure that
-  may land late the list is searched several times before creating again; after a timeout the
-  submission keeps watching for ``late_create_grace`` seconds; and until an hour has passed,
-  every status, poll, retrieve and re-run of that manifest's batch looks again. A batch found
-  this way (inside the submission window, the manifest's request count, claimed by no job file or
-  other intent) is canceled, which bills nothing while it is still queued (reference §10: "If a
-  duplicate is found, cancel() it"), and recorded in the intent and the job file; it is never
-  adopted, processed or counted in cost.
+* **Only batches proven ours** (design invariant 9). The workspace is shared, and a batch
+  object says nothing about who made it, so every custom_id sent carries the submission's random
+  nonce (:mod:`fantasy_kg.llm.ownership`). A batch found by reconciliation is adopted only
+  provisionally: once it has ended, its results' custom_ids are checked; if they are not this
+  submission's, the batch is *released* (nothing of it is written or counted, its job file is
+  marked ``released`` and ignored from then on) and its sections are submitted again, once.
+* **Late creates.** A create that timed out may still be carried out by the server after the
+  client gave up, and after the retry created the batch again. Until the failed call's timeout
+  plus :data:`LATE_CREATE_GRACE` has passed, status, poll, retrieve and re-runs look for such a
+  batch (inside the submission window, the manifest's request count, claimed by no job file or
+  intent). While it runs nothing can prove it is ours, so by default it is left alone and
+  reported (``unproven_candidates`` in the job file, a warning in the log). Only with a
+  dedicated workspace (``dedicated_workspace=True``, ``--dedicated-workspace``,
+  ``FANTASY_KG_DEDICATED_WORKSPACE=1``) is it canceled while queued, which bills nothing
+  (reference §10: "If a duplicate is found, cancel() it"), at the risk of canceling someone
+  else's batch of the same size.
 * **Every result handled** (invariant 2): see :mod:`fantasy_kg.llm.results`. Truncated answers are
   split in two and resubmitted, retryable failures go into one follow-up batch
   (:meth:`AnthropicBatchProvider.create_followup`), and at the end
@@ -64,8 +71,15 @@ from fantasy_kg.llm.jobs import (
     JobStore,
     RequestUsage,
     ResultCounts,
+    UnprovenCandidate,
     manifest_hash,
     utcnow,
+)
+from fantasy_kg.llm.ownership import (
+    dedicated_workspace_from_env,
+    new_nonce,
+    proves_ownership,
+    wire_ids,
 )
 from fantasy_kg.llm.requests import (
     MAX_BATCH_BYTES,
@@ -100,8 +114,10 @@ DEFAULT_TIMEOUT = 600.0
 RESULTS_REFETCHES = 4
 #: Extra list calls (with backoff) after a failed create that may land late, before creating again.
 RECONCILE_RETRIES = 2
-#: How long after a failed create status, poll, retrieve and re-runs look for a late batch.
-LATE_CREATE_HORIZON = timedelta(hours=1)
+#: How long after the failed create call's timeout status, poll, retrieve and re-runs look for
+#: a late batch: a request the server is still working on when the client gives up lands within
+#: moments, not an hour later.
+LATE_CREATE_GRACE = timedelta(seconds=120)
 #: Seconds between list calls while a submission watches for a timed-out create to land.
 LATE_SWEEP_INTERVAL = 0.5
 #: Transport errors raised before the request left the client: the server never saw it.
@@ -246,6 +262,12 @@ def _could_own(other: IntentRecord, created: datetime) -> bool:
     return until is not None and created <= until + CLOCK_SKEW
 
 
+async def _replay(items: Sequence["BatchResultItem"]) -> AsyncIterator["BatchResultItem"]:
+    """Yield already downloaded result lines again (after they proved the batch ours)."""
+    for item in items:
+        yield item
+
+
 def _describe_status_error(exc: anthropic.APIStatusError) -> str:
     """One line about an HTTP error (the SDK message carries the API's, never the key)."""
     msg = str(getattr(exc, "message", "") or exc).splitlines()[0]
@@ -273,8 +295,13 @@ class AnthropicBatchProvider:
         retry_base_delay: First backoff delay in seconds (tests make it small).
         max_batch_requests: Requests per batch before splitting (API limit 100,000).
         max_batch_bytes: Body bytes per batch before splitting (API limit 256 MB).
-        late_create_grace: After a create timed out and was made again, how long (seconds) the
-            submission keeps looking for the timed-out request's batch to cancel it.
+        late_create_grace: With a dedicated workspace: after a create timed out and was made
+            again, how long (seconds) the submission keeps looking for the timed-out request's
+            batch to cancel it.
+        dedicated_workspace: The workspace holds only this project's batches from this jobs
+            folder, so a batch of a manifest's size created in the window of a failed create may
+            be canceled as a late duplicate without proof (saves its cost; cancels anybody
+            else's batch that matches). ``None`` reads ``FANTASY_KG_DEDICATED_WORKSPACE``.
     """
 
     def __init__(
@@ -293,6 +320,7 @@ class AnthropicBatchProvider:
         max_batch_requests: int = MAX_REQUESTS_PER_BATCH,
         max_batch_bytes: int = MAX_BATCH_BYTES - 64 * 1024,
         late_create_grace: float = 30.0,
+        dedicated_workspace: bool | None = None,
     ) -> None:
         from fantasy_kg.llm.backend import make_async_client, resolve_backend
 
@@ -300,10 +328,14 @@ class AnthropicBatchProvider:
         self.timeout = timeout
         self.create_attempts = max(1, create_attempts)
         self.max_attempts = max(1, max_attempts)
+        self._last_list_error: BaseException | None = None
         self.retry_base_delay = retry_base_delay
         self.max_batch_requests = max_batch_requests
         self.max_batch_bytes = max_batch_bytes
         self.late_create_grace = late_create_grace
+        self.dedicated_workspace = (
+            dedicated_workspace_from_env() if dedicated_workspace is None else dedicated_workspace
+        )
         if client is not None:
             self.client = client
             self.backend = backend if backend != "auto" else "anthropic"
@@ -490,9 +522,14 @@ class AnthropicBatchProvider:
             if intent is not None and intent.state in ("created", "done") and intent.batch_id:
                 history.append({"batch_id": intent.batch_id, "state": intent.state})
             # What an interrupted submission left to watch for stays watched (and its canceled
-            # duplicates stay claimed, so no reconciliation ever adopts one).
+            # duplicates stay claimed, so no reconciliation ever adopts one). An interrupted or
+            # released submission keeps its nonce: a create of it that lands late is still ours.
             interrupted = intent is not None and intent.state == "pending"
+            continued = intent is not None and intent.state in ("pending", "released")
             intent = IntentRecord(
+                nonce=intent.nonce if continued and intent and intent.nonce else new_nonce(),
+                released_batch_ids=list(intent.released_batch_ids) if intent else [],
+                unproven_batch_ids=list(intent.unproven_batch_ids) if intent else [],
                 late_possible=intent.late_possible if interrupted and intent else 0,
                 watch_until=intent.watch_until if interrupted and intent else None,
                 duplicate_batch_ids=list(intent.duplicate_batch_ids) if intent else [],
@@ -528,7 +565,7 @@ class AnthropicBatchProvider:
             )
             if watch_until is not None and intent.late_possible > 0:
                 await self._watch_for_late_create(intent, job.id, watch_until)
-                if intent.duplicate_batch_ids:
+                if intent.duplicate_batch_ids or intent.unproven_batch_ids:
                     job = self.store.load(job.id)
             return job
 
@@ -539,8 +576,12 @@ class AnthropicBatchProvider:
 
         The server was still working on that request when the client gave up, so its batch may
         appear any moment, next to the one just created. Caught while it is queued, a cancel
-        bills nothing; later calls keep looking (see :meth:`_sweep_late_duplicates`).
+        bills nothing; later calls keep looking (see :meth:`_sweep_late_duplicates`). Without a
+        dedicated workspace nothing found could be canceled, so one look (to report) is all.
         """
+        if not self.dedicated_workspace:
+            await self._sweep_late_duplicates(intent, keep_id)
+            return
         logger.warning(
             "a create of manifest %s timed out and may still land: watching for its batch for up "
             "to %.0f s to cancel it",
@@ -580,14 +621,22 @@ class AnthropicBatchProvider:
             mhash,
             parent_batch_id,
             attempt,
+            nonce=intent.nonce,
         )
         job.update_from_batch(batch)
         job.reconciled = reconciled
+        job.ownership = "provisional" if reconciled else "created"
         job.estimated_cost = estimated_cost
+        # Batches reconciliation saw but could not prove ours, reported in the job file too.
+        job.unproven_candidates = [
+            UnprovenCandidate(batch_id=bid, request_count=len(group))
+            for bid in intent.unproven_batch_ids
+        ]
         self.store.save(job)
         failpoint("after_persist")
         intent.state = "created"
         intent.batch_id = batch.id
+        intent.provisional = reconciled
         intent.window_end = intent.window_end or utcnow().isoformat()
         self.store.save_intent(intent)
         logger.info(
@@ -610,6 +659,8 @@ class AnthropicBatchProvider:
         mhash: str,
         parent_batch_id: str | None,
         attempt: int,
+        *,
+        nonce: str = "",
     ) -> JobRecord:
         mapping: dict[str, str] = {}
         for req in group:
@@ -637,6 +688,8 @@ class AnthropicBatchProvider:
             max_attempts=self.max_attempts,
             parent_batch_id=parent_batch_id,
             submitted_at=utcnow().isoformat(),
+            nonce=nonce,
+            wire_custom_ids=wire_ids([r.custom_id for r in group], nonce) if nonce else {},
         )
 
     def _persisted_job_for(self, intent: IntentRecord) -> JobRecord | None:
@@ -672,8 +725,11 @@ class AnthropicBatchProvider:
             intent.manifest_hash,
             intent.parent_batch_id,
             intent.attempt,
+            nonce=intent.nonce,
         )
         job.update_from_batch(batch)
+        job.reconciled = intent.provisional
+        job.ownership = "provisional" if intent.provisional else "created"
         self.store.save(job)
         return job
 
@@ -686,7 +742,8 @@ class AnthropicBatchProvider:
             The batch, whether it was adopted by reconciliation, and until when the submission
             should watch for the batch of a timed-out create (``None``: no create timed out).
         """
-        bodies = [r.body for r in group]
+        wire = wire_ids([r.custom_id for r in group], intent.nonce)
+        bodies = [{**r.body, "custom_id": wire[r.custom_id]} for r in group]
         last_error: BaseException | None = None
         watch_until: datetime | None = None
         for n in range(self.create_attempts):
@@ -694,6 +751,7 @@ class AnthropicBatchProvider:
             intent.window_end = None
             self.store.save_intent(intent)
             failpoint("before_create")
+            call_started = utcnow()
             try:
                 batch = await self._create_client.messages.batches.create(
                     requests=bodies,  # type: ignore[arg-type]  # dict bodies, typed as TypedDicts
@@ -737,22 +795,35 @@ class AnthropicBatchProvider:
                 )
                 logger.warning("batch create failed ambiguously (%s): reconciling", what)
                 late = _may_land_late(exc)
+                call = (call_started, utcnow())
                 if late:
                     intent.late_possible += 1
-                    intent.watch_until = (utcnow() + LATE_CREATE_HORIZON).isoformat()
+                    # The server may still act on the request until the call's timeout has run
+                    # out (plus a grace for queues and clocks), not later.
+                    timed_out = call_started + timedelta(seconds=self.timeout)
+                    until = max(timed_out, call[1]) + LATE_CREATE_GRACE
+                    previous = _as_datetime(intent.watch_until)
+                    intent.watch_until = max(until, previous or until).isoformat()
                     self.store.save_intent(intent)
                     if _still_working(exc):
                         watch_until = utcnow() + timedelta(seconds=self.late_create_grace)
-                adopted = await self._reconcile(intent)
+                adopted = await self._reconcile(intent, call)
                 # The request may still be on its way to the server: look again before creating.
                 for k in range(RECONCILE_RETRIES if late else 0):
                     if adopted is not None:
                         break
                     await asyncio.sleep(_backoff(k, self.retry_base_delay))
-                    adopted = await self._reconcile(intent)
+                    adopted = await self._reconcile(intent, call)
+                if adopted is None and watch_until is not None and not self.dedicated_workspace:
+                    # The server was still working on it. A second create could not be undone
+                    # (nothing proves a running batch ours, so nothing is canceled): wait for the
+                    # first to land instead, up to the grace, then adopt it provisionally.
+                    adopted = await self._await_late_create(intent, call, watch_until)
+                    watch_until = None
                 if adopted is not None:
                     logger.warning(
-                        "the server had accepted the batch despite the error: adopting %s",
+                        "the server may have accepted the batch despite the error: adopting %s "
+                        "provisionally (its results must prove it ours before any is used)",
                         adopted.id,
                     )
                     return adopted, True, watch_until
@@ -773,6 +844,23 @@ class AnthropicBatchProvider:
             "command to reconcile and retry"
         )
 
+    async def _await_late_create(
+        self, intent: IntentRecord, call: tuple[datetime, datetime], until: datetime
+    ) -> Any | None:
+        """Reconcile every :data:`LATE_SWEEP_INTERVAL` until a batch shows up or ``until``."""
+        logger.warning(
+            "a create of manifest %s timed out while the server was working on it: waiting up "
+            "to %.0f s for its batch before creating again",
+            intent.manifest_hash[:12],
+            max(0.0, (until - utcnow()).total_seconds()),
+        )
+        while utcnow() < until:
+            await asyncio.sleep(LATE_SWEEP_INTERVAL)
+            adopted = await self._reconcile(intent, call)
+            if adopted is not None:
+                return adopted
+        return None
+
     def _definitive_error(self, exc: BaseException) -> UserError:
         if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
             return ConfigError(
@@ -785,14 +873,19 @@ class AnthropicBatchProvider:
             )
         return UserError(f"batch create failed: {type(exc).__name__}")
 
-    async def _reconcile(self, intent: IntentRecord) -> Any | None:
-        """Find a batch the server created for ``intent`` although the client never learned it.
+    async def _reconcile(
+        self, intent: IntentRecord, call: tuple[datetime, datetime] | None = None
+    ) -> Any | None:
+        """Find a batch the server may have created for ``intent`` and adopt it provisionally.
+
+        The client never learned the batch's id; once it has ended it is proven or released.
 
         Lists batches newest first and keeps those created inside the submission window (with
         :data:`CLOCK_SKEW` either side) whose request count equals the manifest's and which no job
-        file or intent already claims (a canceled duplicate is never adopted). One match is
-        adopted; with several (two creates both landed), the oldest is adopted and the others are
-        canceled as duplicates and recorded in the intent.
+        file or intent already claims. Nothing on a running batch shows whose it is, so one
+        candidate is adopted provisionally: the one created during the failed call ``call`` (when
+        given), else the oldest. The others are left alone and reported as unproven; only with a
+        dedicated workspace are they canceled as duplicates.
         """
         start = _as_datetime(intent.window_start)
         if start is None:
@@ -800,8 +893,46 @@ class AnthropicBatchProvider:
         end_raw = _as_datetime(intent.window_end)
         end = (end_raw or start + timedelta(seconds=self.timeout)) + CLOCK_SKEW
         lower = start - CLOCK_SKEW
-        known = self._claimed_batch_ids()
-        candidates = []
+        candidates = await self._list_candidates(intent, lower, end, self._claimed_batch_ids())
+        if candidates is None:
+            failed = self._last_list_error
+            if failed is not None and _never_sent(failed):
+                raise UserError(unreachable_message(str(self.client.base_url), failed))
+            raise UserError(
+                "cannot list batches to reconcile an interrupted submission: re-run later; "
+                "nothing will be submitted until the list succeeds"
+            )
+        if not candidates:
+            return None
+
+        def rank(batch: Any) -> tuple[float, datetime, str]:
+            created = _as_datetime(batch.created_at) or start
+            if call is None:
+                return (0.0, created, batch.id)
+            # Distance (s) from the failed call: a batch created while it ran is likeliest ours.
+            before = (call[0] - created).total_seconds()
+            after = (created - call[1]).total_seconds()
+            return (max(0.0, before, after), created, batch.id)
+
+        candidates.sort(key=rank)
+        keep, others = candidates[0], candidates[1:]
+        if self.dedicated_workspace:
+            intent.late_possible = max(0, intent.late_possible - len(candidates))
+            await self._cancel_duplicates(intent, others)
+        else:
+            # ``keep`` may be someone else's, so a late create may still come: later calls keep
+            # looking (to report, never to cancel) until the window closes.
+            self._note_unproven(intent, others, keep.id)
+        return keep
+
+    async def _list_candidates(
+        self, intent: IntentRecord, lower: datetime, upper: datetime, claimed: set[str]
+    ) -> list[Any] | None:
+        """Unclaimed batches of ``intent``'s size created in ``[lower, upper]``.
+
+        Returns ``None`` when the list call failed.
+        """
+        found = []
         try:
             async for batch in self.client.messages.batches.list(limit=100):
                 created = _as_datetime(batch.created_at)
@@ -809,25 +940,52 @@ class AnthropicBatchProvider:
                     continue
                 if created < lower:
                     break
-                if created > end or batch.id in known:
+                if created > upper or batch.id in claimed:
                     continue
-                total = sum(batch.request_counts.model_dump().values())
-                if total == intent.request_count:
-                    candidates.append(batch)
+                if sum(batch.request_counts.model_dump().values()) == intent.request_count:
+                    found.append(batch)
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            if _never_sent(exc):
-                raise UserError(unreachable_message(str(self.client.base_url), exc)) from None
-            raise UserError(
-                f"cannot list batches to reconcile an interrupted submission ({type(exc).__name__}"
-                "): re-run later; nothing will be submitted until the list succeeds"
-            ) from None
-        if not candidates:
+            self._last_list_error = exc
+            logger.warning("could not list batches (%s)", type(exc).__name__)
             return None
-        candidates.sort(key=lambda b: (_as_datetime(b.created_at), b.id))
-        keep, dupes = candidates[0], candidates[1:]
-        intent.late_possible = max(0, intent.late_possible - len(candidates))
-        await self._cancel_duplicates(intent, dupes)
-        return keep
+        return found
+
+    def _note_unproven(self, intent: IntentRecord, batches: Sequence[Any], job_id: str) -> None:
+        """Report batches that may be ours or anybody's; touch none of them (invariant 9).
+
+        They are recorded in the intent and in the job file's ``unproven_candidates`` and logged
+        once each. Nothing is canceled: the workspace is shared, and a batch of the same size
+        created in the same minutes may well be a colleague's.
+        """
+        new = [b for b in batches if b.id not in intent.unproven_batch_ids]
+        if not new:
+            return
+        for batch in new:
+            logger.warning(
+                "batch %s (%d requests, created %s) may be a late create of manifest %s or "
+                "someone else's batch in this workspace: nothing proves it is ours, so it is "
+                "left alone (not canceled, not used); if it is ours it runs and bills once more. "
+                "Use --dedicated-workspace to cancel such batches",
+                batch.id,
+                intent.request_count,
+                _as_datetime(batch.created_at),
+                intent.manifest_hash[:12],
+            )
+            intent.unproven_batch_ids.append(batch.id)
+        self.store.save_intent(intent)
+        if job_id and self.store.exists(job_id):
+            job = self.store.load(job_id)
+            known = {c.batch_id for c in job.unproven_candidates}
+            for batch in new:
+                if batch.id not in known:
+                    job.unproven_candidates.append(
+                        UnprovenCandidate(
+                            batch_id=batch.id,
+                            created_at=str(_as_datetime(batch.created_at) or "") or None,
+                            request_count=intent.request_count,
+                        )
+                    )
+            self.store.save(job)
 
     def _claimed_batch_ids(self) -> set[str]:
         """Batches that belong to some job file or intent here: never adopted or canceled."""
@@ -837,7 +995,14 @@ class AnthropicBatchProvider:
         return claimed
 
     async def _cancel_duplicates(self, intent: IntentRecord, dupes: Sequence[Any]) -> None:
-        """Cancel batches that repeat ``intent``'s manifest and record them in the intent."""
+        """Cancel batches that repeat ``intent``'s manifest and record them in the intent.
+
+        Only with a dedicated workspace: nothing proves a running batch is ours, and canceling
+        someone else's is the one harm this client must never do uninvited.
+        """
+        if not self.dedicated_workspace:
+            self._note_unproven(intent, dupes, intent.batch_id or "")
+            return
         for dupe in dupes:
             if str(dupe.processing_status) == BatchProcessingStatus.ENDED.value:
                 logger.error(
@@ -848,7 +1013,7 @@ class AnthropicBatchProvider:
                 )
             else:
                 logger.warning(
-                    "canceling duplicate batch %s of manifest %s",
+                    "dedicated workspace: canceling batch %s as a duplicate of manifest %s",
                     dupe.id,
                     intent.manifest_hash[:12],
                 )
@@ -862,13 +1027,16 @@ class AnthropicBatchProvider:
             self.store.save_intent(intent)
 
     async def _sweep_late_duplicates(self, intent: IntentRecord, keep_id: str) -> None:
-        """Cancel a batch that an earlier failed create of ``intent`` made after all.
+        """Look for a batch that an earlier failed create of ``intent`` made after all.
 
         Runs (caller holds the manifest lock) while the intent counts failed creates that may
-        land late and its ``watch_until`` has not passed. A candidate is created inside the
-        submission window, has the manifest's request count, and is claimed by no job file or
-        intent; one that another in-flight submission of the same size could own is left alone.
-        List errors are only logged: the next status, poll or re-run looks again.
+        land late and its ``watch_until`` (the failed call's timeout plus a grace) has not
+        passed. A candidate is created inside the submission window, has the manifest's request
+        count, and is claimed by no job file or intent. Nothing proves a running batch is ours,
+        so by default candidates are only reported (:meth:`_note_unproven`). With a dedicated
+        workspace they are canceled, except one that another in-flight submission of the same
+        size here could own. List errors are only logged: the next status, poll or re-run looks
+        again.
         """
         until = _as_datetime(intent.watch_until)
         start = _as_datetime(intent.window_start)
@@ -876,6 +1044,13 @@ class AnthropicBatchProvider:
             return
         lower, upper = start - CLOCK_SKEW, until + CLOCK_SKEW
         claimed = self._claimed_batch_ids() | {keep_id}
+        listed = await self._list_candidates(intent, lower, upper, claimed)
+        if listed is None:
+            logger.warning("no look for a late create this time: will look again later")
+            return
+        if not self.dedicated_workspace:
+            self._note_unproven(intent, listed, keep_id)
+            return
         rivals = [
             other
             for other in self.store.all_intents()
@@ -884,32 +1059,17 @@ class AnthropicBatchProvider:
             and (other.state == "pending" or other.late_possible > 0)
         ]
         found = []
-        try:
-            async for batch in self.client.messages.batches.list(limit=100):
-                created = _as_datetime(batch.created_at)
-                if created is None:
-                    continue
-                if created < lower:
-                    break
-                if created > upper or batch.id in claimed:
-                    continue
-                if sum(batch.request_counts.model_dump().values()) != intent.request_count:
-                    continue
-                if any(_could_own(other, created) for other in rivals):
-                    logger.warning(
-                        "batch %s could be a late create of manifest %s or of another submission "
-                        "in flight: left alone for now",
-                        batch.id,
-                        intent.manifest_hash[:12],
-                    )
-                    continue
-                found.append(batch)
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            logger.warning(
-                "could not list batches to look for a late create (%s): will look again later",
-                type(exc).__name__,
-            )
-            return
+        for batch in listed:
+            created = _as_datetime(batch.created_at)
+            if created is not None and any(_could_own(other, created) for other in rivals):
+                logger.warning(
+                    "batch %s could be a late create of manifest %s or of another submission "
+                    "in flight: left alone for now",
+                    batch.id,
+                    intent.manifest_hash[:12],
+                )
+                continue
+            found.append(batch)
         if not found:
             return
         intent.late_possible = max(0, intent.late_possible - len(found))
@@ -965,8 +1125,10 @@ class AnthropicBatchProvider:
             intent = self.store.load_intent(job.manifest_hash)
             if intent is not None and intent.batch_id == job.id:
                 await self._sweep_late_duplicates(intent, job.id)
-                if intent.duplicate_batch_ids:
-                    job.duplicate_batch_ids = self.store.load(job.id).duplicate_batch_ids
+                if intent.duplicate_batch_ids or intent.unproven_batch_ids:
+                    saved = self.store.load(job.id)
+                    job.duplicate_batch_ids = saved.duplicate_batch_ids
+                    job.unproven_candidates = saved.unproven_candidates
 
     async def poll_until_complete(
         self,
@@ -1065,8 +1227,18 @@ class AnthropicBatchProvider:
                 await asyncio.sleep(_backoff(attempt, self.retry_base_delay / 2))
 
     async def retrieve_results(self, batch_id: str) -> list[BatchResultItem]:
-        """Download every result line of an ended batch, deduplicated by custom_id."""
-        return [item async for item in self._iter_results(batch_id)]
+        """Download every result line of an ended batch, deduplicated by custom_id.
+
+        Lines come back under the custom_ids the caller built the requests with: the submission
+        nonce added on the wire is taken off again (per the job file, when there is one).
+        """
+        by_wire = (
+            self.store.load(batch_id).sections_by_wire_id() if self.store.exists(batch_id) else {}
+        )
+        items = [item async for item in self._iter_results(batch_id)]
+        for item in items:
+            item.custom_id = by_wire.get(item.custom_id, item.custom_id)
+        return items
 
     async def process_results_to_files(
         self,
@@ -1094,6 +1266,8 @@ class AnthropicBatchProvider:
                 ``archived`` failure first, and :meth:`resubmit_archived` sends them again.
         """
         job = self.store.load(batch_id)
+        if job.is_released:
+            return await self._finish_release(job)
         if job.is_settled and not reprocess:
             return self._stored_summary(job)
         job = await self.get_batch_status(batch_id)
@@ -1125,13 +1299,27 @@ class AnthropicBatchProvider:
                     payloads = {}
             return payloads.get(cid)
 
+        by_wire = job.sections_by_wire_id()
+        lines: AsyncIterator[BatchResultItem] = self._iter_results(batch_id)
         try:
-            async for item in self._iter_results(batch_id):
-                cid = item.custom_id
+            if self._needs_proof(job):
+                # Found by reconciliation: nothing is written until the results prove it ours.
+                held = [item async for item in lines]
+                if not proves_ownership((i.custom_id for i in held), by_wire):
+                    return await self._release(job, [i.custom_id for i in held])
+                job.ownership = "proven"
+                self.store.save(job)
+                self._mark_proven(job)
+                logger.info("batch %s: results prove it is this submission's own", job.id)
+                lines = _replay(held)
+            async for item in lines:
+                cid = by_wire.get(item.custom_id, "")
                 ref = job.inputs.get(cid)
                 if ref is None:
                     unexpected += 1
-                    logger.warning("batch %s returned unknown custom_id %r: ignored", batch_id, cid)
+                    logger.warning(
+                        "batch %s returned unknown custom_id %r: ignored", batch_id, item.custom_id
+                    )
                     continue
                 seen.add(cid)
                 meta = ref.to_meta(cid)
@@ -1159,11 +1347,142 @@ class AnthropicBatchProvider:
             rec = not_run_failure("missing_result", meta, batch_id=job.id, attempt=job.attempt)
             failures[cid] = rec
             write_failure(out_dir, rec)
-        if job.reconciled and seen and not seen & set(job.inputs):
-            logger.error("adopted batch %s answers other custom_ids: check it by hand", job.id)
         failpoint("after_results")
         return self._finish_processing(
             job, info, written, parts, failures, splits, request_usage, unexpected
+        )
+
+    @staticmethod
+    def _needs_proof(job: JobRecord) -> bool:
+        """Whether ``job``'s batch must prove it is ours before any result of it is used.
+
+        Batches adopted by reconciliation do, including those in job files from before nonces
+        (their custom_ids are checked against the plain section ids, the best proof they have).
+        """
+        return job.ownership == "provisional" or (job.reconciled and job.ownership == "created")
+
+    def _mark_proven(self, job: JobRecord) -> None:
+        """Tell the manifest's intent that its provisionally adopted batch is proven ours."""
+        intent = self.store.load_intent(job.manifest_hash) if job.manifest_hash else None
+        if intent is not None and intent.batch_id == job.id and intent.provisional:
+            intent.provisional = False
+            self.store.save_intent(intent)
+
+    async def _release(self, job: JobRecord, seen: Sequence[str]) -> dict[str, Any]:
+        """Let go of a provisionally adopted batch that is not ours, then resubmit its sections.
+
+        "Released" on disk: the job file stays (so the id is never adopted again and ``status``
+        can explain it) with ``ownership: released``, no result, failure, usage or cost, and is
+        skipped by every reader of job files (:meth:`JobStore.all_jobs`); the intent records the
+        id in ``released_batch_ids`` and goes to state ``released``. The batch itself is left
+        alone: never canceled, its results never written.
+        """
+        ours = set(job.sections_by_wire_id())
+        foreign = sorted(set(seen) - ours)
+        reason = (
+            f"{len(foreign)} of {len(set(seen))} custom_ids in its results are not this "
+            f"submission's (e.g. {foreign[0]!r})"
+            if foreign
+            else "its results hold no custom_id at all"
+        )
+        with self.store.lock(job.manifest_hash):
+            job = self.store.load(job.id)
+            if not job.is_released:
+                job.ownership = "released"
+                job.released_at = utcnow().isoformat()
+                job.release_reason = reason
+                job.results_processed_at = job.released_at
+                job.failures, job.splits, job.request_usage = {}, {}, {}
+                job.result_counts = ResultCounts()
+                job.followup_state = "none"
+                self.store.save(job)
+                intent = self.store.load_intent(job.manifest_hash)
+                if intent is not None and intent.batch_id == job.id:
+                    intent.history.append({"batch_id": job.id, "state": "released"})
+                    if job.id not in intent.released_batch_ids:
+                        intent.released_batch_ids.append(job.id)
+                    intent.state = "released"
+                    intent.batch_id = None
+                    intent.provisional = False
+                    self.store.save_intent(intent)
+                logger.error(
+                    "batch %s was adopted provisionally after an ambiguous create, but it is not "
+                    "ours: %s. Released: none of its results are used or counted, and it is not "
+                    "canceled; its %d sections are submitted again",
+                    job.id,
+                    reason,
+                    len(job.inputs),
+                )
+        failpoint("after_release")
+        return await self._finish_release(job)
+
+    async def _finish_release(self, job: JobRecord) -> dict[str, Any]:
+        """Submit the sections of a released job again (once) and link the new batch."""
+        if job.replaced_by is None:
+            group = self.store.read_payloads(job.manifest_hash)
+            new = await self._submit_exactly_once(
+                group,
+                Path(job.output_dir),
+                job.model,
+                series_name=job.series_name,
+                series=job.series,
+                parent_batch_id=job.parent_batch_id,
+                attempt=job.attempt,
+                force_new=False,
+                estimated_cost=job.estimated_cost or Cost(batch_usd=0.0, realtime_usd=0.0),
+            )
+            self._link_replacement(job, new)
+            job = self.store.load(job.id)
+        return {
+            "batch_id": job.id,
+            "processed": 0,
+            "failed": 0,
+            "usage": TokenUsage(),
+            "files_written": [],
+            "parts_written": [],
+            "submitted": 0,
+            "split": 0,
+            "retryable": 0,
+            "counts": ResultCounts(),
+            "cost": Cost(batch_usd=0.0, realtime_usd=0.0),
+            "failures": [],
+            "followup_needed": False,
+            "released": True,
+            "replaced_by": job.replaced_by,
+        }
+
+    def _link_replacement(self, released: JobRecord, new: JobRecord) -> None:
+        """Point everything that referred to a released batch at the batch that replaced it."""
+        released.replaced_by = new.id
+        released.retry_batch_ids = [new.id]
+        # The replacement is what follows this job: callers that chase follow-ups find it.
+        released.followup_state = "created"
+        self.store.save(released)
+        if released.sibling_batch_ids:
+            new.sibling_batch_ids = list(released.sibling_batch_ids)
+            self.store.save(new)
+            for sid in released.sibling_batch_ids:
+                if self.store.exists(sid):
+                    sib = self.store.load(sid)
+                    sib.sibling_batch_ids = [
+                        new.id if i == released.id else i for i in sib.sibling_batch_ids
+                    ]
+                    self.store.save(sib)
+        parent_id = released.parent_batch_id
+        if parent_id and self.store.exists(parent_id):
+            parent = self.store.load(parent_id)
+            parent.retry_batch_ids = [
+                new.id if i == released.id else i for i in parent.retry_batch_ids
+            ]
+            if new.id not in parent.retry_batch_ids:
+                parent.retry_batch_ids.append(new.id)
+            for rec in parent.failures.values():
+                if rec.resubmitted_in == released.id:
+                    rec.resubmitted_in = new.id
+                    write_failure(Path(parent.output_dir), rec)
+            self.store.save(parent)
+        logger.warning(
+            "the sections of released batch %s went out again as batch %s", released.id, new.id
         )
 
     def _handle_item(

@@ -210,6 +210,24 @@ class ResultCounts(_ItemAccess):
     unexpected: int = 0
 
 
+class UnprovenCandidate(_ItemAccess):
+    """A batch that may be a late create of ours, or anybody's: reported, never touched.
+
+    Attributes:
+        batch_id: The server's id.
+        created_at: Its ``created_at``.
+        request_count: Its number of requests (the manifest's).
+        seen_at: When it was first seen.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    batch_id: str
+    created_at: str | None = None
+    request_count: int = 0
+    seen_at: str = Field(default_factory=lambda: utcnow().isoformat())
+
+
 class JobRecord(_ItemAccess):
     """The job file ``<jobs_dir>/<batch_id>.json``.
 
@@ -261,6 +279,38 @@ class JobRecord(_ItemAccess):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     cost: Cost = Field(default_factory=lambda: Cost(batch_usd=0.0, realtime_usd=0.0))
     request_usage: dict[str, RequestUsage] = Field(default_factory=dict)
+    #: Random nonce of the submission this batch was created for; every custom_id sent carries
+    #: it (see :mod:`fantasy_kg.llm.ownership`). Empty in job files from before nonces.
+    nonce: str = ""
+    #: Section custom_id -> custom_id sent on the wire. Every other field (``inputs``,
+    #: ``local_request_mapping``, ``failures``, result file names) uses the section id; a
+    #: section missing here was sent under its own id.
+    wire_custom_ids: dict[str, str] = Field(default_factory=dict)
+    #: Whose batch this is: ``created`` (the create call returned it), ``provisional`` (found by
+    #: reconciliation after an ambiguous create: nothing proves it is ours until its results
+    #: are read), ``proven`` (its results carried this submission's custom_ids) or ``released``
+    #: (they did not: someone else's batch; nothing of it is written or counted, and its
+    #: sections went out again in ``replaced_by``).
+    ownership: Literal["created", "provisional", "proven", "released"] = "created"
+    released_at: str | None = None
+    release_reason: str = ""
+    replaced_by: str | None = None
+    #: Batches seen while looking for a late create of this job's manifest (same size, inside the
+    #: window) that nothing proves to be ours: left alone (never canceled, never adopted).
+    unproven_candidates: list[UnprovenCandidate] = Field(default_factory=list)
+
+    @property
+    def is_released(self) -> bool:
+        """Reconciliation adopted someone else's batch by mistake and let it go again."""
+        return self.ownership == "released"
+
+    def wire_id(self, custom_id: str) -> str:
+        """The custom_id that section ``custom_id`` was sent under."""
+        return self.wire_custom_ids.get(custom_id, custom_id)
+
+    def sections_by_wire_id(self) -> dict[str, str]:
+        """``wire custom_id -> section custom_id`` for every input of the job."""
+        return {self.wire_id(cid): cid for cid in self.inputs}
 
     @property
     def is_ended(self) -> bool:
@@ -293,7 +343,7 @@ def _ts(value: Any) -> str | None:
     return str(value)
 
 
-IntentState = Literal["pending", "created", "failed", "done"]
+IntentState = Literal["pending", "created", "failed", "done", "released"]
 
 
 class IntentRecord(BaseModel):
@@ -320,7 +370,15 @@ class IntentRecord(BaseModel):
             and re-runs look for such a batch until ``watch_until`` and cancel it.
         watch_until: When to stop looking for a late batch.
         duplicate_batch_ids: Batches found besides ``batch_id`` for this manifest: canceled
-            duplicates, never adopted or processed.
+            duplicates, never adopted or processed (only with a dedicated workspace).
+        nonce: Random nonce every custom_id of this submission carries on the wire; kept when an
+            interrupted or released submission is sent again, so whichever of its creates landed
+            is still recognized as ours.
+        provisional: ``batch_id`` was adopted by reconciliation and is not proven ours yet.
+        released_batch_ids: Batches adopted by reconciliation whose results proved them not
+            ours: never adopted again, never canceled.
+        unproven_batch_ids: Batches of the manifest's size seen inside its window that nothing
+            proves to be ours: left alone and reported.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -342,11 +400,19 @@ class IntentRecord(BaseModel):
     late_possible: int = 0
     watch_until: str | None = None
     duplicate_batch_ids: list[str] = Field(default_factory=list)
+    nonce: str = ""
+    provisional: bool = False
+    released_batch_ids: list[str] = Field(default_factory=list)
+    unproven_batch_ids: list[str] = Field(default_factory=list)
 
     def claimed_batch_ids(self) -> set[str]:
-        """Every batch this intent knows as its own: current, earlier and duplicates."""
+        """Batches this intent has settled: current, earlier, duplicates and released ones.
+
+        Reconciliation never adopts (and never cancels) any of them again.
+        """
         ids = {str(h.get("batch_id")) for h in self.history if h.get("batch_id")}
         ids.update(self.duplicate_batch_ids)
+        ids.update(self.released_batch_ids)
         if self.batch_id:
             ids.add(self.batch_id)
         return ids
@@ -407,7 +473,11 @@ class JobStore:
             raise InputFileError(f"{path}: field {loc}: {err['msg']}") from exc
 
     def all_jobs(self, series: str | None = None) -> list[JobRecord]:
-        """Every job file (optionally of one series), oldest submission first."""
+        """Every job file (optionally of one series), oldest submission first.
+
+        Released jobs (someone else's batch, adopted by mistake and let go) are left out: nothing
+        that sums, polls or loads jobs may see them. ``load`` still reads them.
+        """
         jobs: list[JobRecord] = []
         if not self.root.is_dir():
             return jobs
@@ -415,6 +485,8 @@ class JobStore:
             try:
                 job = JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
             except (OSError, ValidationError, ValueError):
+                continue
+            if job.is_released:
                 continue
             if series is None or job.series == series:
                 jobs.append(job)

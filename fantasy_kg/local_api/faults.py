@@ -19,6 +19,7 @@ memory unless ``persist_counts`` is set, in which case they are kept in the stat
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,6 +92,10 @@ _OVERRIDE_KINDS = (
     "thinking",
     "text",
 )
+
+#: The submission nonce fantasy_kg appends to each custom_id it sends (the format of
+#: ``fantasy_kg.llm.ownership.wire_custom_id``, repeated so the server need not import the SDK).
+_SUBMISSION_NONCE = re.compile(r"-[0-9a-f]{12}$")
 
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
@@ -492,10 +497,12 @@ class FaultInjector:
             return {}
         taken: dict[str, dict[str, Any]] = {}
         for cid in custom_ids:
-            override = self.plan.results.get(cid)
+            # fantasy_kg sends ``<section id>-<submission nonce>``; plans name the section.
+            key = cid if cid in self.plan.results else _SUBMISSION_NONCE.sub("", cid)
+            override = self.plan.results.get(key)
             if override is None:
                 continue
-            if override.times is not None and self._bump(f"result:{cid}") >= override.times:
+            if override.times is not None and self._bump(f"result:{key}") >= override.times:
                 continue
             taken[cid] = replace(override, times=None).to_json()
         return taken

@@ -153,6 +153,8 @@ def read_provenance(
     folder = jobs_dir if jobs_dir is not None else paths.jobs_dir()
     jobs: list[JobInfo] = []
     for path, data in _json_files(folder):
+        if data.get("ownership") == "released":
+            continue  # someone else's batch, adopted by mistake and let go: never counted
         job = parse_job(data, job_file=str(path))
         if job is not None and (
             job.series == series or any(c in custom_ids for c in job.custom_ids)

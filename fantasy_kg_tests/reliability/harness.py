@@ -20,6 +20,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from fantasy_kg.cli.main import cli
+from fantasy_kg.llm.ownership import split_wire_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_BOOKS = REPO_ROOT / "data" / "books" / "ashen_crown"
@@ -172,11 +173,16 @@ FAKE_KEY = "sk-ant-FAKE-KEY-reliability-0123456789abcdefDO-NOT-LEAK"
 
 @dataclass(frozen=True)
 class ServerBatch:
-    """A batch as the server stored it."""
+    """A batch as the server stored it.
+
+    ``custom_ids`` are the section ids the requests were for: fantasy_kg sends each with its
+    submission's nonce (``<section id>-<nonce>``), which ``wire_ids`` keeps.
+    """
 
     id: str
     custom_ids: tuple[str, ...]
     status: str
+    wire_ids: tuple[str, ...] = ()
 
 
 def server_batches(state_dir: Path) -> list[ServerBatch]:
@@ -198,7 +204,8 @@ def server_batches(state_dir: Path) -> list[ServerBatch]:
             if line.strip()
         )
         record = json.loads((folder / "batch.json").read_text(encoding="utf-8"))
-        out.append(ServerBatch(batch_id, cids, str(record["processing_status"])))
+        sections = tuple(split_wire_id(cid)[0] for cid in cids)
+        out.append(ServerBatch(batch_id, sections, str(record["processing_status"]), cids))
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from fantasy_kg.llm import AnthropicBatchProvider
+from fantasy_kg.llm.jobs import JobStore
 from fantasy_kg.local_api import Fault, FaultPlan
 from fantasy_kg.pipeline.extraction import retrieve_batch, submit_series
 from fantasy_kg_tests.reliability.harness import (
@@ -84,13 +85,25 @@ def _provider(rig: Rig, **kw: Any) -> AnthropicBatchProvider:
     )
 
 
+def _billed(rig: Rig) -> dict[str, int]:
+    """How many batches on the server ran (billed) each section."""
+    billed: dict[str, int] = {}
+    for batch in server_batches(rig.state_dir):
+        record = json.loads((rig.state_dir / "batches" / batch.id / "batch.json").read_text())
+        if record["request_counts"]["succeeded"]:
+            for cid in batch.custom_ids:
+                billed[cid] = billed.get(cid, 0) + 1
+    return billed
+
+
 @pytest.mark.scenario(
     id="net-slow-create-past-timeout",
     injected="the server sleeps 3 s before handling batch create; client timeout 1 s (the "
     "slow create still lands on the server after the client gave up); batches take 4 s to "
-    "process, like real ones take minutes",
-    checked="every custom_id is processed (billed) in exactly one batch; a duplicate created "
-    "by the late request is canceled before it runs; every custom_id ends with a result",
+    "process, like real ones take minutes; shared workspace (the default)",
+    checked="the client waits for the timed-out create to land instead of creating again: one "
+    "create call, the batch adopted provisionally and proven ours by its custom_ids; every "
+    "custom_id is processed (billed) in exactly one batch and ends with a result; no cancel call",
 )
 def test_slow_create_past_the_client_timeout(
     rig_factory: Any, monkeypatch: pytest.MonkeyPatch
@@ -98,20 +111,50 @@ def test_slow_create_past_the_client_timeout(
     rig = rig_factory(
         FaultPlan(faults=(Fault.slow("batches.create", 3.0),)), min_processing_seconds=4.0
     )
-    submit_series(rig.data_dir / "sections", rig.out, provider=_provider(rig, timeout=1.0))
-    # Let the late create land (two create calls answered), then finish the run.
-    wait_for(lambda: len(rig.server.requests_to("batches.create")) >= 2, "the slow create")
+    (job,) = submit_series(rig.data_dir / "sections", rig.out, provider=_provider(rig, timeout=1.0))
+    assert job.ownership == "provisional"
     rig.wait_all_ended()
     res = rig.cli_here(monkeypatch, "extract-batch", "--mode", "full", "--poll-interval", POLL)
     assert res.exit_code == 0, res.stderr[-3000:]
+    assert len(rig.server.requests_to("batches.create")) == 1
+    assert rig.server.requests_to("batches.cancel") == []
+    assert _billed(rig) == dict.fromkeys(rig.custom_ids, 1)
+    assert set(accounting(rig.out, rig.custom_ids).values()) == {"result"}
+    assert JobStore(rig.jobs).load(job.id).ownership == "proven"
+
+
+@pytest.mark.scenario(
+    id="net-slow-create-past-timeout-dedicated-workspace",
+    injected="as net-slow-create-past-timeout, with the opt-in dedicated_workspace=True (the "
+    "behaviour before issue 12): the create is made again at once and the timed-out one lands "
+    "next to it",
+    checked="every custom_id is processed (billed) in exactly one batch; a duplicate created "
+    "by the late request is canceled before it runs; every custom_id ends with a result",
+)
+def test_slow_create_past_the_client_timeout_dedicated_workspace(
+    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = rig_factory(
+        FaultPlan(faults=(Fault.slow("batches.create", 3.0),)), min_processing_seconds=4.0
+    )
+    provider = _provider(rig, timeout=1.0, dedicated_workspace=True)
+    submit_series(rig.data_dir / "sections", rig.out, provider=provider)
+    # Let the late create land (two create calls answered), then finish the run.
+    wait_for(lambda: len(rig.server.requests_to("batches.create")) >= 2, "the slow create")
     rig.wait_all_ended()
-    billed: dict[str, int] = {}
-    for batch in server_batches(rig.state_dir):
-        record = json.loads((rig.state_dir / "batches" / batch.id / "batch.json").read_text())
-        if record["request_counts"]["succeeded"]:
-            for cid in batch.custom_ids:
-                billed[cid] = billed.get(cid, 0) + 1
-    assert billed == dict.fromkeys(rig.custom_ids, 1), billed
+    res = rig.cli_here(
+        monkeypatch,
+        "extract-batch",
+        "--mode",
+        "full",
+        "--poll-interval",
+        POLL,
+        "--dedicated-workspace",
+    )
+    assert res.exit_code == 0, res.stderr[-3000:]
+    rig.wait_all_ended()
+    assert len(rig.server.requests_to("batches.cancel")) == 1
+    assert _billed(rig) == dict.fromkeys(rig.custom_ids, 1)
     assert set(accounting(rig.out, rig.custom_ids).values()) == {"result"}
 
 
