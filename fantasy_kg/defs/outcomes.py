@@ -47,7 +47,7 @@ class SectionOutcomes:
 
 def owed_jobs(store: JobStore, series: str) -> list[JobRecord]:
     """Jobs of a series that still owe something: results not processed or a follow-up to send."""
-    return [j for j in store.all_jobs(series) if not j.is_settled or j.followup_state == "pending"]
+    return store.owed_jobs(series)
 
 
 def section_outcomes(res: AnthropicBatchResource, series: str) -> SectionOutcomes:
@@ -110,7 +110,7 @@ def results_version(res: AnthropicBatchResource, series: str) -> str:
     Recorded failures count too (a section that failed is a different outcome than one that
     succeeded), so the version changes exactly when a result or a failure changes.
     """
-    provenance = [p for p in load_all_provenance(res.extracted_path) if p.series == series]
+    provenance = load_all_provenance(res.extracted_path, series)
     failures = (
         load_failures(res.extracted_path, series)
         if (res.extracted_path / FAILURES_DIR).is_dir()

@@ -10,7 +10,7 @@ in one transaction. :func:`run_sql` is the read side used by ``fantasy-kg sql``.
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from fantasy_kg.domain.graph.provenance import (
 )
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology, default_ontology, load_ontology
 from fantasy_kg.domain.sections import SectionFile, read_sections
+from fantasy_kg.llm.jobs import JobStore
+from fantasy_kg.llm.results import series_record_files
 from fantasy_kg.warehouse.load import (
     Progress,
     WarehouseError,
@@ -114,15 +116,13 @@ def resolve_ontology(series: str, ontology_path: Path | None = None) -> Ontology
     return default_ontology(series)
 
 
-def _json_files(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every ``*.json`` object in ``folder``; unreadable files are skipped with a debug log.
+def _json_files(files: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every JSON object among ``files``; unreadable files are skipped with a debug log.
 
     Job and provenance files are written by the batch client and evolve with it: a file from a
     newer (or older) version must never block a load.
     """
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.json")):
+    for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -152,7 +152,8 @@ def read_provenance(
     """
     folder = jobs_dir if jobs_dir is not None else paths.jobs_dir()
     jobs: list[JobInfo] = []
-    for path, data in _json_files(folder):
+    # Only this series' files are opened: job files through the job index, records by name.
+    for path, data in _json_files(JobStore(folder).job_files(series)):
         job = parse_job(data, job_file=str(path))
         if job is not None and (
             job.series == series or any(c in custom_ids for c in job.custom_ids)
@@ -166,11 +167,11 @@ def read_provenance(
     requests: list[RequestRecord] = []
     open_failures: list[JobFailure] = []
     results = extracted_dir if extracted_dir is not None else paths.extracted_dir()
-    for _, data in _json_files(results / PROVENANCE_DIR):
+    for _, data in _json_files(series_record_files(results / PROVENANCE_DIR, series, custom_ids)):
         req = parse_request_provenance(data)
         if req is not None and ours(req.custom_id, req.series):
             requests.append(req)
-    for _, data in _json_files(results / FAILURES_DIR):
+    for _, data in _json_files(series_record_files(results / FAILURES_DIR, series, custom_ids)):
         failure = parse_failure(data)
         if failure is not None and ours(failure.custom_id, str(data.get("series") or "")):
             open_failures.append(failure)
