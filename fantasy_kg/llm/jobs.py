@@ -367,6 +367,14 @@ class IntentRecord(BaseModel):
         return ids
 
 
+_FILES_PARSED = 0
+
+
+def job_files_parsed() -> int:
+    """Job files parsed by any store in this process so far (tests and benches diff it)."""
+    return _FILES_PARSED
+
+
 _CONNECTIONS_LOCK = threading.RLock()
 _CONNECTIONS: "OrderedDict[tuple[int, Path], sqlite3.Connection]" = OrderedDict()
 _MAX_CONNECTIONS = 8
@@ -436,6 +444,11 @@ class JobStore:
         #: Job files parsed by this store (tests and benches check that settled jobs are not).
         self.files_parsed = 0
 
+    def _parsed(self) -> None:
+        global _FILES_PARSED
+        self.files_parsed += 1
+        _FILES_PARSED += 1
+
     # --- job files -------------------------------------------------------------------------
 
     def job_path(self, batch_id: str) -> Path:
@@ -466,7 +479,7 @@ class JobStore:
         """
         path = self.job_path(batch_id)
         try:
-            self.files_parsed += 1
+            self._parsed()
             return JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise InputFileError(
@@ -522,7 +535,7 @@ class JobStore:
             return jobs
         for path in sorted(self.root.glob("*.json")):
             try:
-                self.files_parsed += 1
+                self._parsed()
                 job = JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
             except (OSError, ValidationError, ValueError):
                 continue
@@ -537,7 +550,7 @@ class JobStore:
         for batch_id in ids:
             try:
                 path = self.job_path(batch_id)
-                self.files_parsed += 1
+                self._parsed()
                 job = JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
             except FileNotFoundError:
                 self._index_drop(batch_id)
@@ -645,7 +658,7 @@ class JobStore:
         try:
             for batch_id in new:
                 try:
-                    self.files_parsed += 1
+                    self._parsed()
                     job = JobRecord.model_validate_json(
                         (self.root / f"{batch_id}.json").read_text(encoding="utf-8")
                     )
