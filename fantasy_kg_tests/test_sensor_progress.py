@@ -129,7 +129,7 @@ def test_new_batches_are_polled_within_two_ticks_by_listing(
     old = _submit(server, store, 200, "old")
     ticker = _Ticker(sample_data_dir, server)
 
-    first, retrieved, lists = ticker.tick()
+    _, retrieved, lists = ticker.tick()
     assert set(ticker.polled) == set(old)  # all 200 from one listing walk
     assert retrieved == set() and lists == 2  # 100 batches a page, newest first
 
