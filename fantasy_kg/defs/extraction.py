@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from fantasy_kg.defs.errors import user_errors_as_failures
+from fantasy_kg.defs.errors import transient_retry_policy, user_errors_as_failures
 from fantasy_kg.defs.keys import (
     BATCH_ID_TAG,
     BOOK_SECTIONS,
@@ -142,6 +142,7 @@ def build_extraction_assets(
         kinds={"claude", "anthropic"},
         owners=OWNERS,
         code_version=EXTRACTION_CODE_VERSION,
+        retry_policy=transient_retry_policy(),
         tags={"fantasy_kg/stage": "extraction"},
     )
     def extraction_batch(
@@ -234,6 +235,7 @@ def build_extraction_assets(
         owners=OWNERS,
         code_version=EXTRACTION_CODE_VERSION,
         output_required=False,
+        retry_policy=transient_retry_policy(),
         tags={"fantasy_kg/stage": "extraction"},
     )
     def extraction_results(

@@ -139,6 +139,16 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Give up waiting inline after this long; the sensor takes over from there.",
     )
 
+    lock_wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Seconds a load waits for another process's lock on the DuckDB file (a line in "
+            "the run's log every 5 s); then the step fails and its RetryPolicy retries it. "
+            "Empty: $FANTASY_KG_LOCK_WAIT_SECONDS or 120."
+        ),
+    )
+
     _backend: Backend | None = PrivateAttr(default=None)
     _server: LocalServer | None = PrivateAttr(default=None)
     _log: Any = PrivateAttr(default=None)

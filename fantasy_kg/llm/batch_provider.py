@@ -48,7 +48,7 @@ from pydantic import BaseModel
 
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.catalog import get_model
-from fantasy_kg.domain.errors import ConfigError, PreflightError, UserError
+from fantasy_kg.domain.errors import ConfigError, PreflightError, TransientError, UserError
 from fantasy_kg.domain.failpoints import failpoint
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult
@@ -746,7 +746,7 @@ class AnthropicBatchProvider:
             return batch, False, watch_until
         intent.state = "pending"
         self.store.save_intent(intent)
-        raise UserError(
+        raise TransientError(
             f"could not create the batch after {self.create_attempts} attempts "
             f"({type(last_error).__name__}); nothing was submitted twice: re-run the same "
             "command to reconcile and retry"
@@ -762,7 +762,7 @@ class AnthropicBatchProvider:
             return PreflightError(
                 f"the API rejected the batch ({_describe_status_error(exc)}); nothing was created"
             )
-        return UserError(f"batch create failed: {type(exc).__name__}")
+        return TransientError(f"batch create failed: {type(exc).__name__}")
 
     async def _reconcile(self, intent: IntentRecord) -> Any | None:
         """Find a batch the server created for ``intent`` although the client never learned it.
@@ -794,7 +794,7 @@ class AnthropicBatchProvider:
                 if total == intent.request_count:
                     candidates.append(batch)
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            raise UserError(
+            raise TransientError(
                 f"cannot list batches to reconcile an interrupted submission ({type(exc).__name__}"
                 "): re-run later; nothing will be submitted until the list succeeds"
             ) from None
@@ -1029,7 +1029,7 @@ class AnthropicBatchProvider:
                 if not _is_cut_stream(exc):
                     raise
                 if attempt >= RESULTS_REFETCHES:
-                    raise UserError(
+                    raise TransientError(
                         f"results download of batch {batch_id} kept failing "
                         f"({type(exc).__name__}); re-run retrieve later"
                     ) from None

@@ -40,6 +40,7 @@ from fantasy_kg.domain.sections import SectionFile, read_sections
 from fantasy_kg.llm.jobs import JobStore
 from fantasy_kg.llm.results import series_record_files
 from fantasy_kg.warehouse.load import (
+    LockWaitReport,
     Progress,
     WarehouseError,
     connect,
@@ -319,6 +320,8 @@ def load_series_from_files(
     ontology_path: Path | None = None,
     config: GraphConfig | None = None,
     progress: PhaseProgress | None = None,
+    lock_wait: float | None = None,
+    on_lock_wait: LockWaitReport | None = None,
 ) -> LoadSummary:
     """Build a series' graph from files and replace its rows in the warehouse.
 
@@ -332,6 +335,9 @@ def load_series_from_files(
             generic default ontology).
         config: Grounding thresholds.
         progress: ``(phase, done, total)`` callback for progress bars.
+        lock_wait: Seconds to wait for another process's DuckDB lock (default 120 s or
+            ``$FANTASY_KG_LOCK_WAIT_SECONDS``).
+        on_lock_wait: Progress report while waiting (default: a warning line on stderr).
 
     Returns:
         Counts, grounding rates, orphans, pending proposals and the series' rows per table.
@@ -361,7 +367,7 @@ def load_series_from_files(
         def load_progress(table: str, done: int, total: int) -> None:
             phase_progress("load", done, total)
 
-    conn = connect(db_path)
+    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_lock_wait)
     try:
         result = load_series(
             conn,
