@@ -39,6 +39,8 @@ CATEGORY_ORDER = (
     "Hostile input files",
     "Load and concurrency",
     "Network faults",
+    "Transient versus permanent failures",
+    "Sensor progress",
     "Secrets and exposure",
 )
 

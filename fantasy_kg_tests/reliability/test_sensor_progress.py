@@ -24,6 +24,8 @@ from fantasy_kg.llm.jobs import JobRecord, JobStore, job_files_parsed
 from fantasy_kg.local_api import LocalServer, start_local_server
 from fantasy_kg_tests.dagster_support import SERIES, Clock, defs_for, resources_of
 
+SCENARIO_CATEGORY = "Sensor progress"
+
 
 @pytest.fixture
 def clock() -> Clock:
@@ -122,6 +124,18 @@ class _Ticker:
         return dict(json.loads(self.cursor or "{}").get("polled", {}))
 
 
+@pytest.mark.scenario(
+    id="sensor-200-owed-5-new-listing",
+    injected=(
+        "200 batches that never end (held in progress by the server) with job files, then 5 "
+        "new in-progress batches; real sensor evaluations"
+    ),
+    checked=(
+        "tick 1 refreshes all 200 with 2 batches.list calls and no retrieve; the tick after "
+        "the 5 new ones are submitted refreshes each of them (within 2 ticks), again with "
+        "list calls only"
+    ),
+)
 def test_new_batches_are_polled_within_two_ticks_by_listing(
     sample_data_dir: Path, server: LocalServer
 ) -> None:
@@ -140,6 +154,14 @@ def test_new_batches_are_polled_within_two_ticks_by_listing(
     assert not second.run_requests
 
 
+@pytest.mark.scenario(
+    id="sensor-200-owed-round-robin",
+    injected="as sensor-200-owed-5-new-listing with listing off and 50 API calls per tick",
+    checked=(
+        "each tick makes exactly 50 retrieves, nobody is polled twice before everyone once; "
+        "the 5 new batches are polled in the next tick; every batch again within 5 ticks"
+    ),
+)
 @pytest.mark.slow
 def test_round_robin_polls_new_batches_first_and_every_batch_in_bounded_ticks(
     sample_data_dir: Path, server: LocalServer
@@ -165,6 +187,11 @@ def test_round_robin_polls_new_batches_first_and_every_batch_in_bounded_ticks(
     assert set().union(*rounds) == set(old) | set(new)  # everyone again within 5 ticks
 
 
+@pytest.mark.scenario(
+    id="sensor-settled-jobs-not-parsed",
+    injected="300 settled job files and 2 in-progress batches on disk",
+    checked="a tick parses exactly the 2 owed job files (job index), none of the 300 settled ones",
+)
 def test_settled_job_files_are_not_parsed_on_a_tick(
     sample_data_dir: Path, server: LocalServer
 ) -> None:
@@ -179,6 +206,17 @@ def test_settled_job_files_are_not_parsed_on_a_tick(
     assert "2 batch(es) in progress" in str(result.skip_reason)
 
 
+@pytest.mark.scenario(
+    id="sensor-stuck-batch-reported",
+    injected=(
+        "a batch still in progress on the server although its job file says it expired in 2020"
+    ),
+    checked=(
+        "the tick's skip reason and log name it as stuck and a failing batches_not_stuck "
+        "check evaluation is emitted for its partition (once); it passes again when the batch"
+        " settles"
+    ),
+)
 def test_a_batch_stuck_past_its_expiry_is_reported_in_the_log_and_the_check(
     sample_data_dir: Path, server: LocalServer, clock: Clock
 ) -> None:

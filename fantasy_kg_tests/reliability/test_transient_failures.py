@@ -17,6 +17,8 @@ from fantasy_kg.domain import paths
 from fantasy_kg.local_api import Fault, FaultPlan, LocalServer, start_local_server
 from fantasy_kg_tests.dagster_support import defs_for, materialize, materialized_keys
 
+SCENARIO_CATEGORY = "Transient versus permanent failures"
+
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,6 +46,17 @@ def _retries(result: dg.ExecuteInProcessResult, step: str) -> int:
     )
 
 
+@pytest.mark.scenario(
+    id="retry-create-exhausted-429",
+    injected=(
+        "four 429s (retry-after 0) on batch create use up the client's four create attempts "
+        "inside a Dagster materialization of every asset"
+    ),
+    checked=(
+        "the step fails as retryable and the RetryPolicy runs it again; the partition "
+        "succeeds (knowledge_graph materialized); 5 create calls, one batch"
+    ),
+)
 def test_create_exhausted_by_429s_is_retried_and_the_partition_succeeds(
     sample_data_dir: Path, api: LocalServer
 ) -> None:
@@ -63,6 +76,17 @@ def test_create_exhausted_by_429s_is_retried_and_the_partition_succeeds(
     assert len(api.requests_to("batches.create")) == 5  # 4 refused + 1 accepted: one batch
 
 
+@pytest.mark.scenario(
+    id="retry-list-failed-during-reconcile",
+    injected=(
+        "an ambiguous 500 on batch create, then 500 on every batches.list call of the "
+        "reconciliation (the SDK's own retries included)"
+    ),
+    checked=(
+        "the step is retried once by the RetryPolicy and the partition succeeds; exactly 2 "
+        "create calls (nothing submitted twice)"
+    ),
+)
 def test_list_failure_during_reconciliation_is_retried(
     sample_data_dir: Path, api: LocalServer
 ) -> None:
@@ -83,6 +107,17 @@ def test_list_failure_during_reconciliation_is_retried(
     assert len(api.requests_to("batches.create")) == 2  # nothing was submitted twice
 
 
+@pytest.mark.scenario(
+    id="retry-bad-input-not-retried",
+    injected=(
+        "batch create answers 400 invalid_request_error on every call (the API rejects the "
+        "request itself)"
+    ),
+    checked=(
+        "the step fails once with one line (the API rejected the batch), no retry event, "
+        "exactly one create call"
+    ),
+)
 def test_bad_input_is_not_retried(sample_data_dir: Path, api: LocalServer) -> None:
     # A 400 is the API rejecting the request itself: retrying cannot help.
     api.set_faults(FaultPlan(faults=(Fault("batches.create", "error", calls=None, status=400),)))
@@ -105,6 +140,18 @@ conn.close()
 """
 
 
+@pytest.mark.scenario(
+    id="retry-duckdb-lock-held",
+    injected=(
+        "another process holds the DuckDB file's lock for 8 s while knowledge_graph loads; "
+        "lock_wait_seconds=1"
+    ),
+    checked=(
+        "the run log says it is waiting for the lock; the load fails as 'stayed locked' "
+        "(retryable), the RetryPolicy retries it until the lock is free, and the partition "
+        "succeeds"
+    ),
+)
 def test_load_waiting_for_a_held_duckdb_lock_is_retried_and_says_so(
     sample_data_dir: Path, api: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
