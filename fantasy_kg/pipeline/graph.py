@@ -179,13 +179,18 @@ def read_provenance(
     return Provenance(jobs=jobs, requests=requests, open_failures=open_failures)
 
 
-def _result_files(extracted_dir: Path) -> list[Path]:
+def _result_files(extracted_dir: Path, series: str, custom_ids: set[str]) -> list[Path]:
+    """The series' result files, found by name (other series' files are not even listed twice).
+
+    Raises:
+        InputFileError: the results folder does not exist.
+    """
     if not extracted_dir.is_dir():
         raise InputFileError(
             f"results folder not found: {extracted_dir} (run `fantasy-kg extract-batch` first "
             "or pass --extracted-dir)"
         )
-    return sorted(extracted_dir.glob(f"*{RESULT_SUFFIX}"))
+    return series_record_files(extracted_dir, series, custom_ids, suffix=RESULT_SUFFIX)
 
 
 def _belongs(result: ExtractionResult, custom_id: str, files: set[str], stems: set[str]) -> bool:
@@ -216,7 +221,8 @@ class ResultReader:
     def _candidates(self) -> list[tuple[int, str, Path]]:
         stems = {s.stem: i for i, s in enumerate(self.sections)}
         out = []
-        for path in _result_files(self.extracted_dir):
+        wanted = set(stems) | self.extra_custom_ids
+        for path in _result_files(self.extracted_dir, self.series, wanted):
             cid = path.name[: -len(RESULT_SUFFIX)]
             m = _CUSTOM_ID_RE.match(cid)
             if m and m.group("slug") != self.series and cid not in self.extra_custom_ids:
