@@ -47,6 +47,7 @@ def test_whole_graph_then_unchanged_rematerialization(sample_data_dir: Path) -> 
         assert materialized_keys(first) == ALL
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert checks == {
+            "batches_not_stuck": True,
             "every_section_has_result_or_failure": True,
             "relationships_point_at_known_entities": True,
             "no_duplicate_entity_ids": True,

@@ -35,6 +35,7 @@ DEPS = {
     "cost_summary": {"book_sections", "extraction_results"},
 }
 CHECKS = {
+    ("extraction_batch", "batches_not_stuck"): False,
     ("extraction_results", "every_section_has_result_or_failure"): True,
     ("knowledge_graph", "relationships_point_at_known_entities"): True,
     ("knowledge_graph", "no_duplicate_entity_ids"): True,

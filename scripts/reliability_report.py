@@ -40,6 +40,8 @@ CATEGORY_ORDER = (
     "Load and concurrency",
     "Network faults",
     "Shared workspace",
+    "Transient versus permanent failures",
+    "Sensor progress",
     "Secrets and exposure",
 )
 

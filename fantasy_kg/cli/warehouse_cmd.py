@@ -115,6 +115,16 @@ class _SeriesProgress:
     help="Ontology file (one series only). Default: <data>/schemas/<series>_schema.json.",
 )
 @mixed_backends_option
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help=(
+        "Wait this long for another process's lock on the DuckDB file (a line on stderr every "
+        "few seconds), then fail. Default: $FANTASY_KG_LOCK_WAIT_SECONDS or 120."
+    ),
+)
 def load_command(
     input_dir: Path | None,
     extracted_dir: Path | None,
@@ -123,6 +133,7 @@ def load_command(
     jobs_dir: Path | None,
     ontology_path: Path | None,
     allow_mixed_backends: bool,
+    lock_wait: float | None,
 ) -> None:
     """Build the knowledge graph of each series and load it into DuckDB, replacing its rows.
 
@@ -166,6 +177,7 @@ def load_command(
                     ontology_path=ontology_path,
                     progress=progress,
                     allow_mixed_backends=allow_mixed_backends,
+                    lock_wait=lock_wait,
                 )
             except NoResultsError as exc:
                 if series:  # asked for this series by name: that is an error

@@ -10,11 +10,20 @@ Every check reads data the asset wrote (files or DuckDB), never the asset's own 
 check re-run from the UI tells the truth about the data as it is now.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from fantasy_kg.defs.keys import COST_SUMMARY, DUCKDB_POOL, EXTRACTION_RESULTS, KNOWLEDGE_GRAPH
-from fantasy_kg.defs.outcomes import section_outcomes
+from fantasy_kg.defs.keys import (
+    COST_SUMMARY,
+    DUCKDB_POOL,
+    EXTRACTION_BATCH,
+    EXTRACTION_RESULTS,
+    KNOWLEDGE_GRAPH,
+    STUCK_CHECK,
+)
+from fantasy_kg.defs.outcomes import owed_jobs, section_outcomes, stuck_reason
 from fantasy_kg.defs.resources import AnthropicBatchResource
 
 DEFAULT_MIN_GROUNDING_RATE = 0.9
@@ -30,7 +39,7 @@ def build_checks(
     *,
     min_grounding_rate: float = DEFAULT_MIN_GROUNDING_RATE,
 ) -> list[dg.AssetChecksDefinition]:
-    """The five asset checks of the series assets.
+    """The six asset checks of the series assets.
 
     Args:
         partitions_def: The series partitions (checks run per partition, like their assets).
@@ -197,6 +206,32 @@ def build_checks(
         )
 
     @dg.asset_check(
+        asset=EXTRACTION_BATCH,
+        name=STUCK_CHECK,
+        blocking=False,
+        partitions_def=partitions_def,
+        description=(
+            "No batch of the series is stuck: in progress long after it expired, or ended and "
+            "still unsettled hours later. The completion sensor also reports here when results "
+            "runs are exhausted or a batch cannot be polled tick after tick."
+        ),
+    )
+    def batches_not_stuck(
+        context: dg.AssetCheckExecutionContext, anthropic_batches: AnthropicBatchResource
+    ) -> dg.AssetCheckResult:
+        now = datetime.now(UTC)
+        stuck = [
+            f"{job.id}: {reason}"
+            for job in owed_jobs(anthropic_batches.job_store(), context.partition_key)
+            if (reason := stuck_reason(job, now))
+        ]
+        return dg.AssetCheckResult(
+            passed=not stuck,
+            description=f"stuck: {'; '.join(stuck[:_LIST])}" if stuck else "no stuck batch",
+            metadata={"stuck_batches": len(stuck)},
+        )
+
+    @dg.asset_check(
         asset=COST_SUMMARY,
         name="actual_cost_within_budget",
         blocking=False,
@@ -241,6 +276,7 @@ def build_checks(
         )
 
     return [
+        batches_not_stuck,
         every_section_has_result_or_failure,
         relationships_point_at_known_entities,
         no_duplicate_entity_ids,

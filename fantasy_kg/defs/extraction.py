@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from fantasy_kg.defs.errors import user_errors_as_failures
+from fantasy_kg.defs.errors import transient_retry_policy, user_errors_as_failures
 from fantasy_kg.defs.keys import (
     BATCH_ID_TAG,
     BOOK_SECTIONS,
@@ -151,6 +151,7 @@ def build_extraction_assets(
         kinds={engine, "anthropic"} if claude else {engine, "python"},
         owners=OWNERS,
         code_version=EXTRACTION_CODE_VERSION,
+        retry_policy=transient_retry_policy(),
         tags={"fantasy_kg/stage": "extraction"},
     )
     def extraction_batch(
@@ -248,6 +249,7 @@ def build_extraction_assets(
         owners=OWNERS,
         code_version=EXTRACTION_CODE_VERSION,
         output_required=False,
+        retry_policy=transient_retry_policy(),
         tags={"fantasy_kg/stage": "extraction"},
     )
     def extraction_results(

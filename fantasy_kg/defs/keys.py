@@ -29,6 +29,10 @@ ALL_ASSET_KEYS = (
 DOWNSTREAM_OF_BATCH = (EXTRACTION_RESULTS, KNOWLEDGE_GRAPH, COST_SUMMARY)
 """What the completion sensor materializes once a batch has ended."""
 
+STUCK_CHECK = "batches_not_stuck"
+"""Asset check on ``extraction_batch``: no batch of the partition is stuck (the sensor reports it
+every time a series' list of stuck batches changes; materializing the asset evaluates it too)."""
+
 DUCKDB_POOL = "duckdb_writer"
 """Concurrency pool of every step that opens the DuckDB file.
 

@@ -9,6 +9,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from fantasy_kg.defs.resources import LOCAL_BACKEND_NOTE, AnthropicBatchResource
 from fantasy_kg.domain.prompts import prompt_version
@@ -47,7 +48,52 @@ class SectionOutcomes:
 
 def owed_jobs(store: JobStore, series: str) -> list[JobRecord]:
     """Jobs of a series that still owe something: results not processed or a follow-up to send."""
-    return [j for j in store.all_jobs(series) if not j.is_settled or j.followup_state == "pending"]
+    return store.owed_jobs(series)
+
+
+STUCK_AFTER = timedelta(hours=6)
+"""An ended batch whose results are still unprocessed (or whose follow-up is still pending) this
+long after it ended is stuck: results runs take minutes."""
+
+EXPIRY_GRACE = timedelta(hours=1)
+"""A batch still in progress this long after its ``expires_at`` is stuck: the API expires the
+rest of a batch at 24 h."""
+
+
+def _when(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        out = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return out if out.tzinfo is not None else out.replace(tzinfo=UTC)
+
+
+def stuck_reason(job: JobRecord, now: datetime) -> str | None:
+    """Why a batch that still owes results is stuck, from its job file alone; ``None`` if not.
+
+    Used by the sensor (which also knows about exhausted results runs and failing polls) and by
+    the ``batches_not_stuck`` asset check.
+    """
+    if not job.is_ended:
+        expires = _when(job.expires_at)
+        if expires is not None and now > expires + EXPIRY_GRACE:
+            hours = (now - expires).total_seconds() / 3600
+            return f"still {job.processing_status} {hours:.1f} h after it expired"
+        return None
+    if job.results_processed_at is None:
+        ended = _when(job.ended_at)
+        if ended is not None and now - ended > STUCK_AFTER:
+            hours = (now - ended).total_seconds() / 3600
+            return f"ended {hours:.1f} h ago and its results are not processed"
+        return None
+    if job.followup_state == "pending":
+        since = _when(job.results_processed_at)
+        if since is not None and now - since > STUCK_AFTER:
+            hours = (now - since).total_seconds() / 3600
+            return f"its follow-up batch has been pending for {hours:.1f} h"
+    return None
 
 
 def section_outcomes(res: AnthropicBatchResource, series: str) -> SectionOutcomes:
@@ -111,7 +157,7 @@ def results_version(res: AnthropicBatchResource, series: str) -> str:
     Recorded failures count too (a section that failed is a different outcome than one that
     succeeded), so the version changes exactly when a result or a failure changes.
     """
-    provenance = [p for p in load_all_provenance(res.extracted_path) if p.series == series]
+    provenance = load_all_provenance(res.extracted_path, series)
     failures = (
         load_failures(res.extracted_path, series)
         if (res.extracted_path / FAILURES_DIR).is_dir()

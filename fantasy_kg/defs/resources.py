@@ -12,7 +12,8 @@ resource's config shows the environment variable's *name* in the UI, not its val
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -54,8 +55,9 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     The backend is resolved on first use (for ``local`` without ``base_url``, that starts a server
     on a free loopback port) and torn down after the step or sensor tick, so a tick with nothing
-    to poll starts nothing. Each operation opens its own SDK client inside its own event loop, so
-    no connection outlives the loop it was made in.
+    to poll starts nothing. An operation opens its SDK client inside its own event loop, so no
+    connection outlives the loop it was made in; :meth:`session` shares one loop and one client
+    between many operations (a sensor tick).
 
     Examples:
         .. code-block:: python
@@ -181,6 +183,16 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             "a duplicate although nothing proves it ours (saves its cost). Risk: in a shared "
             "workspace that cancels a colleague's batch. False: such batches are left alone and "
             "reported (FANTASY_KG_DEDICATED_WORKSPACE=1 also opts in)."
+        ),
+    )
+
+    lock_wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Seconds a load waits for another process's lock on the DuckDB file (a line in "
+            "the run's log every 5 s); then the step fails and its RetryPolicy retries it. "
+            "Empty: $FANTASY_KG_LOCK_WAIT_SECONDS or 120."
         ),
     )
 
@@ -313,20 +325,62 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         A provider (and its HTTP client) lives exactly as long as one event loop: reusing an
         async client across ``asyncio.run`` calls breaks its pooled connections.
         """
+        with self.session() as session:
+            return session.run(operation)
+
+    @contextmanager
+    def session(self) -> Iterator["ProviderSession"]:
+        """One event loop and one provider (one HTTP client) for many operations.
+
+        The completion sensor polls many batches per tick: one client per tick, not one per poll.
+        """
+        session = ProviderSession(self._make_provider)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def _make_provider(self) -> AnthropicBatchProvider:
         backend = self.resolved_backend()
+        return AnthropicBatchProvider(
+            api_key=backend.api_key,
+            jobs_dir=self.jobs_path,
+            base_url=backend.base_url,
+            backend=backend.name,
+            max_attempts=self.max_attempts,
+            dedicated_workspace=True if self.dedicated_workspace else None,
+        )
+
+
+class ProviderSession:
+    """An event loop that stays open across calls, and the provider made inside it on first use.
+
+    Attributes:
+        providers_made: Providers (HTTP clients) created; at most 1 per session.
+    """
+
+    def __init__(self, factory: Callable[[], AnthropicBatchProvider]) -> None:
+        self._factory = factory
+        self._runner = asyncio.Runner()
+        self._provider: AnthropicBatchProvider | None = None
+        self.providers_made = 0
+
+    def run(self, operation: Callable[[AnthropicBatchProvider], Awaitable[T]]) -> T:
+        """Run ``operation`` with the session's provider on the session's loop."""
 
         async def _call() -> T:
-            provider = AnthropicBatchProvider(
-                api_key=backend.api_key,
-                jobs_dir=self.jobs_path,
-                base_url=backend.base_url,
-                backend=backend.name,
-                max_attempts=self.max_attempts,
-                dedicated_workspace=True if self.dedicated_workspace else None,
-            )
-            try:
-                return await operation(provider)
-            finally:
-                await provider.close()
+            if self._provider is None:
+                self._provider = self._factory()
+                self.providers_made += 1
+            return await operation(self._provider)
 
-        return asyncio.run(_call())
+        return self._runner.run(_call())
+
+    def close(self) -> None:
+        """Close the provider (if one was made) and the loop."""
+        try:
+            if self._provider is not None:
+                self._runner.run(self._provider.close())
+        finally:
+            self._provider = None
+            self._runner.close()

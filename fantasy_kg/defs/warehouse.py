@@ -9,6 +9,7 @@ Every step that opens the DuckDB file runs in the ``duckdb_writer`` pool: DuckDB
 read-write process per file, so two partitions materialized at once must take turns.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from fantasy_kg.defs.errors import user_errors_as_failures
+from fantasy_kg.defs.errors import transient_retry_policy, user_errors_as_failures
 from fantasy_kg.defs.keys import (
     BOOK_SECTIONS,
     COST_CODE_VERSION,
@@ -77,6 +78,18 @@ def _md_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def _lock_wait_logger(context: dg.AssetExecutionContext) -> Callable[[float, float], None]:
+    """Report a wait for another process's DuckDB lock in the run's log (it is not a hang)."""
+
+    def report(waited: float, limit: float) -> None:
+        context.log.info(
+            f"waiting for the DuckDB lock held by another process: {waited:.0f} s of "
+            f"{limit:.0f} s (lock_wait_seconds)"
+        )
+
+    return report
+
+
 def build_warehouse_assets(
     partitions_def: dg.PartitionsDefinition,
 ) -> list[dg.AssetsDefinition]:
@@ -96,6 +109,7 @@ def build_warehouse_assets(
         owners=OWNERS,
         code_version=GRAPH_CODE_VERSION,
         pool=DUCKDB_POOL,
+        retry_policy=transient_retry_policy(),
         metadata={"dagster/table_name": "entities"},
         tags={"fantasy_kg/stage": "graph"},
     )
@@ -115,6 +129,8 @@ def build_warehouse_assets(
                 jobs_dir=res.jobs_path,
                 ontology_path=res.ontology_path(series),
                 allow_mixed_backends=res.allow_mixed_backends,
+                lock_wait=res.lock_wait_seconds,
+                on_lock_wait=_lock_wait_logger(context),
             )
         with duckdb.get_connection() as conn:
             schemas = {t: table_schema(conn, t) for t in FACT_TABLES}
@@ -197,6 +213,7 @@ def build_warehouse_assets(
         owners=OWNERS,
         code_version=COST_CODE_VERSION,
         pool=DUCKDB_POOL,
+        retry_policy=transient_retry_policy(),
         metadata={"dagster/table_name": "costs"},
         tags={"fantasy_kg/stage": "costs"},
     )
@@ -209,7 +226,12 @@ def build_warehouse_assets(
         series = context.partition_key
         with user_errors_as_failures():
             report = series_cost_report(res.sections_path, res.jobs_path, series, res.model_id)
-            counts = load_cost_report(Path(duckdb.database), report)
+            counts = load_cost_report(
+                Path(duckdb.database),
+                report,
+                lock_wait=res.lock_wait_seconds,
+                on_lock_wait=_lock_wait_logger(context),
+            )
         with duckdb.get_connection() as conn:
             schema = table_schema(conn, "costs")
         estimates = [

@@ -3,6 +3,11 @@
 Every layer raises :class:`UserError` (or a subclass) for bad input; the CLI prints its message as
 one line and exits with code 2, and Dagster shows it as a failure without a Python traceback in
 the message. Messages must say what is wrong, where, and how to fix it, and never contain secrets.
+
+Some of these errors are not the user's to fix but the world's: a network that dropped, an API
+that kept answering 429/5xx, another process holding the DuckDB lock. They are
+:class:`TransientError` (``retryable = True``): the same call later can succeed, so Dagster's
+``RetryPolicy`` retries the step, whereas bad input and refusals fail at once.
 """
 
 
@@ -14,6 +19,8 @@ class UserError(Exception):
     """
 
     exit_code = 2
+    #: Whether the same operation, unchanged, can succeed later (see :class:`TransientError`).
+    retryable = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -34,3 +41,13 @@ class PreflightError(UserError):
 
 class BudgetExceededError(UserError):
     """The pre-flight cost estimate is above the configured budget cap."""
+
+
+class TransientError(UserError):
+    """A failure of the environment, not of the input: retrying the same call later can work.
+
+    Network errors, 429/5xx answers that outlasted the client's own retries, a create that used
+    all its attempts, a DuckDB file locked by another process for longer than the wait limit.
+    """
+
+    retryable = True

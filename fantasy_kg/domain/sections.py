@@ -6,6 +6,7 @@ warehouse, Dagster). Pre-sectioned input in this layout is accepted as it is, so
 ``section``.
 """
 
+import glob
 import hashlib
 import json
 import re
@@ -98,6 +99,8 @@ def read_sections(
 ) -> list[SectionFile]:
     """Load every section of ``input_dir`` (optionally one series), ordered by series and number.
 
+    With ``series``, only files named ``<series>_section_NN.txt`` are read.
+
     ``load_text=False`` reads only the meta files (``text`` is left empty; read it from ``path``
     when needed), so a series of hundreds of megabytes need not sit in memory at once.
 
@@ -108,7 +111,11 @@ def read_sections(
     if not input_dir.is_dir():
         raise InputFileError(f"sections folder not found: {input_dir} (run `fantasy-kg sections`)")
     found: list[SectionFile] = []
-    for path in sorted(input_dir.glob("*_section_*.txt")):
+    # A series' section files are named <slug>_section_NN.txt (the guide's layout): with a series
+    # given, only its own meta files are opened, so one series costs the same however many other
+    # series share the folder.
+    pattern = "*_section_*.txt" if series is None else f"{glob.escape(series)}_section_*.txt"
+    for path in sorted(input_dir.glob(pattern)):
         m = SECTION_FILE_RE.match(path.name)
         if not m:
             continue

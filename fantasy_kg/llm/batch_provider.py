@@ -56,7 +56,7 @@ from pydantic import BaseModel
 
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.catalog import get_model
-from fantasy_kg.domain.errors import ConfigError, PreflightError, UserError
+from fantasy_kg.domain.errors import ConfigError, PreflightError, TransientError, UserError
 from fantasy_kg.domain.failpoints import failpoint
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult
@@ -837,8 +837,8 @@ class AnthropicBatchProvider:
         intent.state = "pending"
         self.store.save_intent(intent)
         if last_error is not None and _never_sent(last_error):
-            raise UserError(unreachable_message(str(self.client.base_url), last_error))
-        raise UserError(
+            raise TransientError(unreachable_message(str(self.client.base_url), last_error))
+        raise TransientError(
             f"could not create the batch after {self.create_attempts} attempts "
             f"({type(last_error).__name__}); nothing was submitted twice: re-run the same "
             "command to reconcile and retry"
@@ -871,7 +871,7 @@ class AnthropicBatchProvider:
             return PreflightError(
                 f"the API rejected the batch ({_describe_status_error(exc)}); nothing was created"
             )
-        return UserError(f"batch create failed: {type(exc).__name__}")
+        return TransientError(f"batch create failed: {type(exc).__name__}")
 
     async def _reconcile(
         self, intent: IntentRecord, call: tuple[datetime, datetime] | None = None
@@ -897,8 +897,8 @@ class AnthropicBatchProvider:
         if candidates is None:
             failed = self._last_list_error
             if failed is not None and _never_sent(failed):
-                raise UserError(unreachable_message(str(self.client.base_url), failed))
-            raise UserError(
+                raise TransientError(unreachable_message(str(self.client.base_url), failed))
+            raise TransientError(
                 "cannot list batches to reconcile an interrupted submission: re-run later; "
                 "nothing will be submitted until the list succeeds"
             )
@@ -1214,7 +1214,7 @@ class AnthropicBatchProvider:
                 if not _is_cut_stream(exc):
                     raise
                 if attempt >= RESULTS_REFETCHES:
-                    raise UserError(
+                    raise TransientError(
                         f"results download of batch {batch_id} kept failing "
                         f"({type(exc).__name__}); re-run retrieve later"
                     ) from None

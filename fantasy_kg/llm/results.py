@@ -18,6 +18,8 @@ Model output is untrusted: every path goes through :func:`fantasy_kg.domain.path
 
 import json
 import logging
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from fantasy_kg.domain.schemas import (
     parse_extraction,
 )
 from fantasy_kg.llm.jobs import FailureRecord, JobStore, utcnow
-from fantasy_kg.llm.requests import RequestMeta
+from fantasy_kg.llm.requests import MAX_CUSTOM_ID, RequestMeta
 
 logger = logging.getLogger(__name__)
 
@@ -338,16 +340,60 @@ def load_provenance(output_dir: Path | str, custom_id: str) -> Provenance | None
         return None
 
 
-def load_all_provenance(output_dir: Path | str) -> list[Provenance]:
-    """Provenance of every result in ``output_dir`` (sorted by custom_id)."""
+def series_record_files(
+    folder: Path, series: str, custom_ids: Iterable[str] = (), suffix: str = ".json"
+) -> list[Path]:
+    """Record files ``<custom_id><suffix>`` in ``folder`` that can belong to ``series``, by name.
+
+    Results, provenance and failures of every series share one folder (the guide's layout), and
+    a custom_id starts with its series slug (``<slug>_section_NN``; a slug too long for a
+    custom_id keeps its first characters). So one series' records are found from the folder's
+    *names*, without parsing the other series' files: a backfill of S series reads O(S) files,
+    not O(S^2). The match is by prefix, so callers still check the record's own ``series``.
+
+    Args:
+        folder: ``_provenance/``, ``_failures/`` or the results folder.
+        series: Series slug.
+        custom_ids: Section custom_ids of the series that may not start with the slug
+            (pre-sectioned input); their split halves (``<id>_a``...) are included too.
+        suffix: File name ending after the custom_id.
+    """
+    if not folder.is_dir():
+        return []
+    prefix = f"{series}_"[: MAX_CUSTOM_ID - 13]
+    extra = tuple(c for c in custom_ids if not c.startswith(prefix))
+    out = []
+    for entry in os.scandir(folder):
+        name = entry.name
+        if not name.endswith(suffix):
+            continue
+        if name.startswith(prefix) or (extra and name.startswith(extra)):
+            out.append(folder / name)
+    out.sort()
+    return out
+
+
+def load_all_provenance(output_dir: Path | str, series: str | None = None) -> list[Provenance]:
+    """Provenance of every result in ``output_dir`` (sorted by custom_id).
+
+    Args:
+        output_dir: Results folder.
+        series: Only this series (its files are found by name, see :func:`series_record_files`).
+    """
     folder = Path(output_dir) / PROVENANCE_DIR
     out = []
     if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
+        files = (
+            sorted(folder.glob("*.json")) if series is None else series_record_files(folder, series)
+        )
+        for path in files:
             try:
-                out.append(Provenance.model_validate_json(path.read_text(encoding="utf-8")))
+                prov = Provenance.model_validate_json(path.read_text(encoding="utf-8"))
             except (OSError, ValidationError, ValueError):
                 logger.warning("unreadable provenance file %s", path)
+                continue
+            if series is None or prov.series == series:
+                out.append(prov)
     return out
 
 
@@ -458,7 +504,10 @@ def load_failures(location: Path | str, series: str | None = None) -> list[Failu
     folder = root / FAILURES_DIR
     out: dict[str, FailureRecord] = {}
     if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
+        files = (
+            sorted(folder.glob("*.json")) if series is None else series_record_files(folder, series)
+        )
+        for path in files:
             try:
                 rec = FailureRecord.model_validate_json(path.read_text(encoding="utf-8"))
             except (OSError, ValidationError, ValueError):

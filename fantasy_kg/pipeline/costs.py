@@ -19,7 +19,7 @@ from fantasy_kg.domain.estimate import GUIDE_MODELS, ModelEstimate, estimate_cos
 from fantasy_kg.domain.graph.models import BatchJobRow, CostRow
 from fantasy_kg.domain.sections import read_sections
 from fantasy_kg.pipeline.graph import read_provenance
-from fantasy_kg.warehouse.load import connect, load_costs
+from fantasy_kg.warehouse.load import LockWaitReport, connect, load_costs
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,25 @@ def series_cost_report(
     )
 
 
-def load_cost_report(db_path: Path, report: CostReport) -> dict[str, int]:
+def load_cost_report(
+    db_path: Path,
+    report: CostReport,
+    *,
+    lock_wait: float | None = None,
+    on_lock_wait: LockWaitReport | None = None,
+) -> dict[str, int]:
     """Replace the series' ``batch_jobs`` and ``costs`` rows in the warehouse (one transaction).
+
+    Args:
+        db_path: The DuckDB file.
+        report: What to load.
+        lock_wait: Seconds to wait for another process's lock (see ``connect``).
+        on_lock_wait: Progress report while waiting.
 
     Raises:
         WarehouseError: the database cannot be opened (e.g. locked by another process).
     """
-    conn = connect(db_path)
+    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_lock_wait)
     try:
         return load_costs(conn, report.series, report.batch_jobs, report.costs)
     finally:

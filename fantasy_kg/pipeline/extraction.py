@@ -873,7 +873,11 @@ def _final_state(
         usage = usage + res.usage
         batch += res.cost.batch_usd
         realtime += res.cost.realtime_usd
-    failures = {f.custom_id: f for f in load_failures(out_dir)}
+    # Only these sections' failure records: other series' records are not opened.
+    series_names = {sec.meta.series for sec in sections}
+    failures = {
+        f.custom_id: f for name in series_names for f in load_failures(out_dir, name or None)
+    }
     written = failed = pending = 0
     used: set[str] = set()
     listed: list[FailureRecord] = []

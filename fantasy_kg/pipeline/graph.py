@@ -10,7 +10,7 @@ in one transaction. :func:`run_sql` is the read side used by ``fantasy-kg sql``.
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,10 @@ from fantasy_kg.domain.graph.provenance import (
 )
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology, default_ontology, load_ontology
 from fantasy_kg.domain.sections import SectionFile, read_sections
+from fantasy_kg.llm.jobs import JobStore
+from fantasy_kg.llm.results import series_record_files
 from fantasy_kg.warehouse.load import (
+    LockWaitReport,
     Progress,
     WarehouseError,
     connect,
@@ -114,15 +117,13 @@ def resolve_ontology(series: str, ontology_path: Path | None = None) -> Ontology
     return default_ontology(series)
 
 
-def _json_files(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every ``*.json`` object in ``folder``; unreadable files are skipped with a debug log.
+def _json_files(files: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every JSON object among ``files``; unreadable files are skipped with a debug log.
 
     Job and provenance files are written by the batch client and evolve with it: a file from a
     newer (or older) version must never block a load.
     """
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.json")):
+    for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -152,7 +153,8 @@ def read_provenance(
     """
     folder = jobs_dir if jobs_dir is not None else paths.jobs_dir()
     jobs: list[JobInfo] = []
-    for path, data in _json_files(folder):
+    # Only this series' files are opened: job files through the job index, records by name.
+    for path, data in _json_files(JobStore(folder).job_files(series)):
         if data.get("ownership") == "released":
             continue  # someone else's batch, adopted by mistake and let go: never counted
         job = parse_job(data, job_file=str(path))
@@ -168,24 +170,29 @@ def read_provenance(
     requests: list[RequestRecord] = []
     open_failures: list[JobFailure] = []
     results = extracted_dir if extracted_dir is not None else paths.extracted_dir()
-    for _, data in _json_files(results / PROVENANCE_DIR):
+    for _, data in _json_files(series_record_files(results / PROVENANCE_DIR, series, custom_ids)):
         req = parse_request_provenance(data)
         if req is not None and ours(req.custom_id, req.series):
             requests.append(req)
-    for _, data in _json_files(results / FAILURES_DIR):
+    for _, data in _json_files(series_record_files(results / FAILURES_DIR, series, custom_ids)):
         failure = parse_failure(data)
         if failure is not None and ours(failure.custom_id, str(data.get("series") or "")):
             open_failures.append(failure)
     return Provenance(jobs=jobs, requests=requests, open_failures=open_failures)
 
 
-def _result_files(extracted_dir: Path) -> list[Path]:
+def _result_files(extracted_dir: Path, series: str, custom_ids: set[str]) -> list[Path]:
+    """The series' result files, found by name (other series' files are not even listed twice).
+
+    Raises:
+        InputFileError: the results folder does not exist.
+    """
     if not extracted_dir.is_dir():
         raise InputFileError(
             f"results folder not found: {extracted_dir} (run `fantasy-kg extract-batch` first "
             "or pass --extracted-dir)"
         )
-    return sorted(extracted_dir.glob(f"*{RESULT_SUFFIX}"))
+    return series_record_files(extracted_dir, series, custom_ids, suffix=RESULT_SUFFIX)
 
 
 def _belongs(result: ExtractionResult, custom_id: str, files: set[str], stems: set[str]) -> bool:
@@ -216,7 +223,8 @@ class ResultReader:
     def _candidates(self) -> list[tuple[int, str, Path]]:
         stems = {s.stem: i for i, s in enumerate(self.sections)}
         out = []
-        for path in _result_files(self.extracted_dir):
+        wanted = set(stems) | self.extra_custom_ids
+        for path in _result_files(self.extracted_dir, self.series, wanted):
             cid = path.name[: -len(RESULT_SUFFIX)]
             m = _CUSTOM_ID_RE.match(cid)
             if m and m.group("slug") != self.series and cid not in self.extra_custom_ids:
@@ -325,6 +333,8 @@ def load_series_from_files(
     config: GraphConfig | None = None,
     progress: PhaseProgress | None = None,
     allow_mixed_backends: bool = False,
+    lock_wait: float | None = None,
+    on_lock_wait: LockWaitReport | None = None,
 ) -> LoadSummary:
     """Build a series' graph from files and replace its rows in the warehouse.
 
@@ -343,6 +353,9 @@ def load_series_from_files(
         config: Grounding thresholds.
         progress: ``(phase, done, total)`` callback for progress bars.
         allow_mixed_backends: Load even when the results were made by different backends.
+        lock_wait: Seconds to wait for another process's DuckDB lock (default 120 s or
+            ``$FANTASY_KG_LOCK_WAIT_SECONDS``).
+        on_lock_wait: Progress report while waiting (default: a warning line on stderr).
 
     Returns:
         Counts, grounding rates, orphans, pending proposals and the series' rows per table.
@@ -383,7 +396,7 @@ def load_series_from_files(
         def load_progress(table: str, done: int, total: int) -> None:
             phase_progress("load", done, total)
 
-    conn = connect(db_path)
+    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_lock_wait)
     try:
         result = load_series(
             conn,

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import operator
+import os
 import shutil
 import tempfile
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from fantasy_kg.domain.errors import UserError
+from fantasy_kg.domain.errors import ConfigError, TransientError, UserError
 from fantasy_kg.domain.failpoints import failpoint
 from fantasy_kg.domain.graph.models import BatchJobRow, CostRow, KnowledgeGraph, column_names
 from fantasy_kg.warehouse.migrations import TABLES, migrate
@@ -42,11 +43,28 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=
 
 
 LOCK_WAIT_SECONDS = 120.0
-"""How long :func:`connect` waits for another process's lock on the DuckDB file."""
+"""How long :func:`connect` waits for another process's lock on the DuckDB file by default."""
+
+LOCK_WAIT_ENV = "FANTASY_KG_LOCK_WAIT_SECONDS"
+"""Environment variable that overrides :data:`LOCK_WAIT_SECONDS` (CLI ``--lock-wait``, the
+resource's ``lock_wait_seconds``)."""
+
+LOCK_PROGRESS_SECONDS = 5.0
+"""While waiting for the lock, say so this often (more often for a limit under 20 s)."""
+
+LockWaitReport = Callable[[float, float], None]
+"""Called while waiting for the lock with ``(seconds waited, limit)``."""
 
 
 class WarehouseError(UserError):
     """The warehouse file cannot be opened or a query failed (bad SQL, locked file, ...)."""
+
+
+class WarehouseLockedError(WarehouseError, TransientError):
+    """Another process held the DuckDB file's lock for longer than the wait limit.
+
+    Transient: the other load ends, so the same load later succeeds (Dagster retries it).
+    """
 
 
 @dataclass(frozen=True)
@@ -60,11 +78,55 @@ class LoadResult:
     applied_migrations: list[str] = field(default_factory=list)
 
 
-def connect(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (creating and migrating it unless ``read_only``).
+def lock_wait_seconds(value: float | None = None) -> float:
+    """The lock wait limit: ``value``, else ``$FANTASY_KG_LOCK_WAIT_SECONDS``, else 120 s.
 
     Raises:
-        WarehouseError: missing file in read-only mode, or the file is locked by another process.
+        ConfigError: the environment variable is not a non-negative number.
+    """
+    if value is not None:
+        return max(0.0, float(value))
+    raw = os.environ.get(LOCK_WAIT_ENV, "").strip()
+    if not raw:
+        return LOCK_WAIT_SECONDS
+    try:
+        parsed = float(raw)
+    except ValueError:
+        parsed = -1.0
+    if parsed < 0:
+        raise ConfigError(f"{LOCK_WAIT_ENV}={raw!r} is not a number of seconds >= 0")
+    return parsed
+
+
+def _log_wait(waited: float, limit: float) -> None:
+    log.warning(
+        "waiting for the DuckDB lock (another process is loading): %.0f s of %.0f s", waited, limit
+    )
+
+
+def connect(
+    db_path: Path,
+    *,
+    read_only: bool = False,
+    lock_wait: float | None = None,
+    on_wait: LockWaitReport | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (creating and migrating it unless ``read_only``).
+
+    DuckDB allows one read-write process per file: another load (a second partition's run, a CLI
+    call) holds it for seconds, so this waits for its turn, and says so every few seconds (a
+    silent two-minute wait looks like a hang).
+
+    Args:
+        db_path: The DuckDB file.
+        read_only: Open read-only (the file must exist).
+        lock_wait: Seconds to wait for another process's lock (default :func:`lock_wait_seconds`).
+        on_wait: Progress report while waiting, every :data:`LOCK_PROGRESS_SECONDS` (default: a
+            warning on this module's logger, i.e. a line on stderr in the CLI).
+
+    Raises:
+        WarehouseError: missing file in read-only mode, or the file cannot be opened.
+        WarehouseLockedError: the file stayed locked by another process past ``lock_wait``.
     """
     path = Path(db_path).expanduser()
     if read_only and not path.exists():
@@ -73,18 +135,30 @@ def connect(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnect
         )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    limit = lock_wait_seconds(lock_wait)
+    report = on_wait or _log_wait
+    start = time.monotonic()
+    every = min(LOCK_PROGRESS_SECONDS, max(0.5, limit / 4))
+    next_report = start + every
     delay = 0.05
     while True:
         try:
             conn = duckdb.connect(str(path), read_only=read_only)
             break
         except duckdb.Error as exc:
-            # DuckDB allows one read-write process per file: another load (a second partition's
-            # run, a CLI call) holds it for seconds, so wait for our turn instead of failing.
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+            if "lock" not in str(exc).lower():
                 raise WarehouseError(f"cannot open warehouse {path}: {_one_line(exc)}") from exc
-            time.sleep(delay)
+            now = time.monotonic()
+            if now - start >= limit:
+                raise WarehouseLockedError(
+                    f"warehouse {path} stayed locked by another process for {limit:.0f} s "
+                    f"({_one_line(exc)}); retry when it is done, or raise the wait with "
+                    f"--lock-wait / {LOCK_WAIT_ENV}"
+                ) from exc
+            if now >= next_report:
+                report(now - start, limit)
+                next_report = now + every
+            time.sleep(min(delay, max(0.0, limit - (now - start))))
             delay = min(delay * 2, 1.0)
     if not read_only:
         try:
