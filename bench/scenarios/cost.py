@@ -133,6 +133,17 @@ def _planned(sections: Path, extracted: Path, jobs: Path, model: str) -> tuple[f
     return batch, realtime, sum(len(p.requests) for p in plans)
 
 
+def _run_input(ctx: Context, name: str) -> tuple[Path, Path, str, str]:
+    """A fresh work folder, the books to run (Oz, or the sample in quick mode), label, note."""
+    oz = corpus.oz_dir()
+    base = ctx.scenario_dir(NAME) / name
+    shutil.rmtree(base, ignore_errors=True)
+    if ctx.quick or oz is None:
+        why = "quick mode: the sample series" if ctx.quick else "Oz absent: the sample series"
+        return base, REPO_ROOT / "data" / "books" / SAMPLE_SERIES, SAMPLE_SERIES, why
+    return base, corpus.link_series(oz, base / "books" / "oz"), "oz", ""
+
+
 def _local_run_rows(ctx: Context) -> list[dict[str, Any]]:
     """Run the local backend on a series; price its facts; check that a re-run plans $0.00."""
     from fantasy_kg.domain.catalog import default_model, get_model
@@ -140,17 +151,7 @@ def _local_run_rows(ctx: Context) -> list[dict[str, Any]]:
     from fantasy_kg.domain.schemas import ExtractionResult
     from fantasy_kg.pipeline.extraction import run_full
 
-    oz = corpus.oz_dir()
-    base = ctx.scenario_dir(NAME) / "local_run"
-    shutil.rmtree(base, ignore_errors=True)
-    if ctx.quick or oz is None:
-        books = REPO_ROOT / "data" / "books" / SAMPLE_SERIES
-        series_label = SAMPLE_SERIES
-        why = "quick mode: the sample series" if ctx.quick else "Oz absent: the sample series"
-    else:
-        books = corpus.link_series(oz, base / "books" / "oz")
-        series_label = "oz"
-        why = ""
+    base, books, series_label, why = _run_input(ctx, "local_run")
     sections = _sections_for(books, base / "sections")
     extracted, jobs = base / "extracted", base / "batch_jobs"
     model = default_model()
@@ -252,16 +253,7 @@ def _claude_like_row(ctx: Context) -> dict[str, Any]:
     from fantasy_kg.local_api import FaultPlan, start_local_server
     from fantasy_kg.pipeline.extraction import run_full
 
-    oz = corpus.oz_dir()
-    base = ctx.scenario_dir(NAME) / "claude_like"
-    shutil.rmtree(base, ignore_errors=True)
-    if ctx.quick or oz is None:
-        books = REPO_ROOT / "data" / "books" / SAMPLE_SERIES
-        label = SAMPLE_SERIES
-        why = "quick mode: the sample series" if ctx.quick else "Oz absent: the sample series"
-    else:
-        books = corpus.link_series(oz, base / "books" / "oz")
-        label, why = "oz", ""
+    base, books, label, why = _run_input(ctx, "claude_like")
     sections = _sections_for(books, base / "sections")
     extracted, jobs = base / "extracted", base / "batch_jobs"
     model = get_model(default_model())

@@ -97,14 +97,8 @@ def resolve_backend(
     Raises:
         ConfigError: unknown choice, or ``anthropic`` forced without a key.
     """
-    if choice == "auto":
-        choice = os.environ.get("FANTASY_KG_BACKEND", "auto") or "auto"
-    if choice not in BACKEND_CHOICES:
-        raise ConfigError(
-            f"unknown backend {choice!r}: use one of {', '.join(BACKEND_CHOICES)} (--backend)"
-        )
     key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
-    if choice == "anthropic" or (choice == "auto" and key):
+    if backend_name(choice, api_key=api_key) == "anthropic":
         if not key:
             raise ConfigError(
                 "backend 'anthropic' needs an API key: set ANTHROPIC_API_KEY or use --backend local"
