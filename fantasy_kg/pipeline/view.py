@@ -503,3 +503,22 @@ def write_view(
         as_of_book=as_of_book,
     )
     return summary, payload
+
+
+def page_entity_ids(html_path: Path) -> list[str]:
+    """The entity ids a written page holds, read back from its inlined JSON (for checks).
+
+    Raises:
+        ViewError: the file is missing or holds no graph data.
+    """
+    if not html_path.is_file():
+        raise ViewError(
+            f"no view page at {html_path}: materialize graph_view or run fantasy-kg view"
+        )
+    page = html_path.read_text(encoding="utf-8")
+    _, sep, rest = page.partition('<script id="fkg-data" type="application/json">')
+    body, end, _tail = rest.partition("</script>")
+    if not sep or not end:
+        raise ViewError(f"{html_path} is not a fantasy-kg view page (no graph data)")
+    data = json.loads(body)
+    return [str(n["id"]) for n in data["nodes"]]
