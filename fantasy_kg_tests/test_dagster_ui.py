@@ -54,7 +54,8 @@ def test_lineage_and_partition_metadata_in_chromium(tmp_path: Path) -> None:
         ]
     )
     # graph_view's metadata shows the main characters' network as a decoded PNG.
-    assert min(report["view_preview_px"]) > 100  # type: ignore[type-var]
+    preview_px = report["view_preview_px"]
+    assert isinstance(preview_px, list) and min(int(v) for v in preview_px) > 100
     for name in ("dagster_lineage.png", "dagster_asset_metadata.png", "dagster_graph_view.png"):
         png = tmp_path / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
