@@ -1,4 +1,4 @@
-"""The five scenarios of the benchmark, in the order the table shows them.
+"""The six scenarios of the benchmark, in the order the table shows them.
 
 Each scenario module exposes ``NAME``, ``TITLE``, ``prepare(ctx)`` (build inputs under
 ``bench/_work/<name>``, cached between runs) and either ``cases(ctx)`` + ``variants(case, ctx)``
@@ -9,7 +9,7 @@ import ``fantasy_kg`` lazily, inside functions, so the parent process stays smal
 import importlib
 from types import ModuleType
 
-SCENARIOS = ["sectioning", "requests", "ingestion", "end_to_end", "cost"]
+SCENARIOS = ["sectioning", "requests", "ingestion", "end_to_end", "cost", "view"]
 
 
 def get_scenario(name: str) -> ModuleType:
