@@ -3,7 +3,7 @@
 Both run the scripts in ``scripts/`` as a user would (subprocesses, ``dagster dev`` on loopback,
 temporary DAGSTER_HOME and data copy) and check their JSON reports:
 
-* ``ui_screenshot.py``: headless Chromium sees the five assets, every lineage edge, and the
+* ``ui_screenshot.py``: headless Chromium sees the six assets, every lineage edge, and the
   materialized partition's metadata. Skips cleanly when ``/usr/bin/chromium`` is missing.
 * ``sensor_e2e.py``: with a loopback Anthropic-compatible server, ``extraction_batch`` returns while
   the batch is in progress, and the daemon's sensor requests the downstream run, which succeeds.
