@@ -28,7 +28,15 @@ from fantasy_kg_tests.dagster_support import (
     table_snapshot,
 )
 
-ALL = {"book_sections", "extraction_batch", "extraction_results", "knowledge_graph", "cost_summary"}
+ALL = {
+    "book_sections",
+    "extraction_batch",
+    "extraction_results",
+    "knowledge_graph",
+    "cost_summary",
+    "graph_view",
+}
+PNG_DATA = "](data:image/png;base64,iVBORw0KGgo"  # a Markdown image whose bytes are a PNG
 
 
 def _local_batches(data_dir: Path) -> list[str]:
@@ -53,6 +61,7 @@ def test_whole_graph_then_unchanged_rematerialization(sample_data_dir: Path) -> 
             "no_duplicate_entity_ids": True,
             "grounding_rate_above_floor": True,
             "actual_cost_within_budget": True,
+            "view_holds_every_entity": True,
         }
 
         sections = metadata_of(first, "book_sections")
@@ -93,6 +102,18 @@ def test_whole_graph_then_unchanged_rematerialization(sample_data_dir: Path) -> 
         assert costs["billed_usd"] == 0.0  # the local backend bills nothing
         assert costs["actual_usd"] > 0  # ...but says what the model would have cost
         assert "claude" in costs["estimate_by_model"]
+        assert PNG_DATA in costs["cost_chart"]  # planned vs actual per model and attempt
+        assert "| model | attempt | planned $ | actual $ |" in costs["cost_chart"]
+
+        view = metadata_of(first, "graph_view")
+        page = Path(view["path"])
+        assert page.is_file() and page.parent == sample_data_dir.resolve() / "views"
+        assert view["link"] == page.as_uri()
+        assert PNG_DATA in view["preview"]
+        assert Path(view["preview_path"]).read_bytes()[:4] == b"\x89PNG"
+        assert view["entities"] == graph["entities"]
+        assert view["relationships"] == graph["relationships"]
+        assert "local baseline" in view["made_by"]
 
         for key in ("extraction_batch", "extraction_results"):
             record = instance.get_latest_materialization_event(dg.AssetKey(key))
@@ -201,6 +222,9 @@ def test_cli_materialize_on_a_fresh_dagster_home(sample_data_dir: Path, tmp_path
     with duckdb.connect(str(paths.warehouse_path(sample_data_dir)), read_only=True) as conn:
         row = conn.execute("SELECT count(*) FROM entities WHERE series = ?", [SERIES]).fetchone()
     assert row is not None and row[0] > 10
+    assert "graph_view" in proc.stderr
+    assert (sample_data_dir / "views" / f"{SERIES}.html").is_file()
+    assert (sample_data_dir / "views" / f"{SERIES}_preview.png").is_file()
     jobs = list(paths.jobs_dir(sample_data_dir).glob("*.json"))
     assert len(jobs) == 1
     assert json.loads(jobs[0].read_text())["backend"] == "local"

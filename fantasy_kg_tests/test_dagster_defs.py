@@ -26,6 +26,7 @@ ASSETS = {
     "extraction_results",
     "knowledge_graph",
     "cost_summary",
+    "graph_view",
 }
 DEPS = {
     "book_sections": set(),
@@ -33,6 +34,7 @@ DEPS = {
     "extraction_results": {"extraction_batch"},
     "knowledge_graph": {"extraction_results"},
     "cost_summary": {"book_sections", "extraction_results"},
+    "graph_view": {"knowledge_graph"},
 }
 CHECKS = {
     ("extraction_batch", "batches_not_stuck"): False,
@@ -41,6 +43,7 @@ CHECKS = {
     ("knowledge_graph", "no_duplicate_entity_ids"): True,
     ("knowledge_graph", "grounding_rate_above_floor"): False,
     ("cost_summary", "actual_cost_within_budget"): False,
+    ("graph_view", "view_holds_every_entity"): False,
 }
 
 
@@ -70,6 +73,7 @@ def test_asset_graph_keys_deps_groups_and_partitions(sample_data_dir: Path) -> N
         "extraction_results": "extraction",
         "knowledge_graph": "warehouse",
         "cost_summary": "warehouse",
+        "graph_view": "warehouse",
     }
     # The test resources use the local backend: the badges must not credit Claude.
     assert "local" in graph.get(dg.AssetKey("extraction_batch")).kinds
@@ -93,9 +97,10 @@ def test_duckdb_steps_share_one_pool(sample_data_dir: Path) -> None:
     pools = {spec.key.to_user_string(): a.op.pool for a in assets_of(defs) for spec in a.specs}
     assert pools["knowledge_graph"] == DUCKDB_POOL
     assert pools["cost_summary"] == DUCKDB_POOL
+    assert pools["graph_view"] == DUCKDB_POOL
     assert pools["extraction_batch"] is None
     duckdb_checks = [c for c in checks_of(defs) if "duckdb" in c.required_resource_keys]
-    assert len(duckdb_checks) == 4
+    assert len(duckdb_checks) == 5
     assert all(c.op.pool == DUCKDB_POOL for c in duckdb_checks)
 
 
@@ -119,6 +124,7 @@ def test_sensor_targets_everything_downstream_of_the_batch(sample_data_dir: Path
         "extraction_results",
         "knowledge_graph",
         "cost_summary",
+        "graph_view",
     }
 
 

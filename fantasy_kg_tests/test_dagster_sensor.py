@@ -32,7 +32,7 @@ from fantasy_kg_tests.dagster_support import (
     resources_of,
 )
 
-DOWNSTREAM = {"extraction_results", "knowledge_graph", "cost_summary"}
+DOWNSTREAM = {"extraction_results", "knowledge_graph", "cost_summary", "graph_view"}
 
 
 @pytest.fixture

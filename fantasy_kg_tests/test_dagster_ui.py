@@ -3,7 +3,7 @@
 Both run the scripts in ``scripts/`` as a user would (subprocesses, ``dagster dev`` on loopback,
 temporary DAGSTER_HOME and data copy) and check their JSON reports:
 
-* ``ui_screenshot.py``: headless Chromium sees the five assets, every lineage edge, and the
+* ``ui_screenshot.py``: headless Chromium sees the six assets, every lineage edge, and the
   materialized partition's metadata. Skips cleanly when ``/usr/bin/chromium`` is missing.
 * ``sensor_e2e.py``: with a loopback Anthropic-compatible server, ``extraction_batch`` returns while
   the batch is in progress, and the daemon's sensor requests the downstream run, which succeeds.
@@ -42,7 +42,7 @@ def test_lineage_and_partition_metadata_in_chromium(tmp_path: Path) -> None:
         pytest.skip("playwright is not installed")
     report = _run_script("ui_screenshot.py", "--out-dir", str(tmp_path), timeout=170)
     assert report["ok"] is True
-    assert report["edges_drawn"] == report["edges_expected"] == 5
+    assert report["edges_drawn"] == report["edges_expected"] == 6
     assert sorted(str(a) for a in report["assets_drawn"]) == sorted(  # type: ignore[attr-defined]
         [
             "book_sections",
@@ -50,9 +50,13 @@ def test_lineage_and_partition_metadata_in_chromium(tmp_path: Path) -> None:
             "extraction_results",
             "knowledge_graph",
             "cost_summary",
+            "graph_view",
         ]
     )
-    for name in ("dagster_lineage.png", "dagster_asset_metadata.png"):
+    # graph_view's metadata shows the main characters' network as a decoded PNG.
+    preview_px = report["view_preview_px"]
+    assert isinstance(preview_px, list) and min(int(v) for v in preview_px) > 100
+    for name in ("dagster_lineage.png", "dagster_asset_metadata.png", "dagster_graph_view.png"):
         png = tmp_path / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 50_000  # a drawn page, not a blank one

@@ -7,11 +7,13 @@ touched, and the local backend is forced so no API key is ever used):
    with a fresh ``DAGSTER_HOME`` (``docs/dagster.yaml``: no NUX modal, no telemetry), timed;
 2. ``dagster dev -w workspace.yaml -h 127.0.0.1 -p <free port>``;
 3. headless Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright) opens the asset
-   lineage, waits until the five assets are drawn, counts the drawn edges against the asset
+   lineage, waits until the six assets are drawn, counts the drawn edges against the asset
    graph's dependencies, then opens the materialized partition of ``knowledge_graph`` and waits
-   for its metadata;
-4. saves ``docs/dagster_lineage.png`` and ``docs/dagster_asset_metadata.png`` and prints a JSON
-   report (and exits 1 if something is missing).
+   for its metadata, then that of ``graph_view`` and waits until its inline PNG preview of the
+   main characters' network is decoded;
+4. saves ``docs/dagster_lineage.png``, ``docs/dagster_asset_metadata.png`` and
+   ``docs/dagster_graph_view.png`` and prints a JSON report (and exits 1 if something is
+   missing).
 
 Usage::
 
@@ -46,6 +48,7 @@ ASSETS = (
     "extraction_results",
     "knowledge_graph",
     "cost_summary",
+    "graph_view",
 )
 LINEAGE_PATH = "/assets/extraction_results?view=lineage&lineageDepth=2"
 EDGE_SELECTOR = "svg[class*='AssetNodeLineageGraph'] path[marker-end]"
@@ -62,6 +65,7 @@ class UiReport:
     edges_drawn: int = 0
     edges_expected: int = 0
     metadata_found: list[str] = field(default_factory=list)
+    view_preview_px: list[int] = field(default_factory=list)
     screenshots: list[str] = field(default_factory=list)
 
     @property
@@ -71,6 +75,8 @@ class UiReport:
             sorted(self.assets_drawn) == sorted(ASSETS)
             and self.edges_drawn == self.edges_expected > 0
             and sorted(self.metadata_found) == sorted(METADATA_TEXTS)
+            and len(self.view_preview_px) == 2
+            and min(self.view_preview_px) > 100
         )
 
 
@@ -115,6 +121,26 @@ def browse(url: str, series: str, out_dir: Path, report: UiReport) -> None:
             metadata = out_dir / "dagster_asset_metadata.png"
             page.screenshot(path=str(metadata))
             report.screenshots.append(str(metadata))
+
+            # graph_view: the PNG preview is inline Markdown metadata; it must be decoded and drawn.
+            page.goto(f"{url}/assets/graph_view?view=partitions&partition={series}")
+            page.get_by_text("preview_path", exact=True).first.wait_for(timeout=60_000)
+            # Markdown metadata opens in a dialog from the entry's "[Show Markdown]" link.
+            row = page.locator("tr", has=page.get_by_text("preview", exact=True)).first
+            row.get_by_text("[Show", exact=False).first.click()
+            preview = page.locator("img[src^='data:image/png']").first
+            preview.wait_for(timeout=60_000)
+            preview.scroll_into_view_if_needed()
+            page.wait_for_function(
+                "() => { const i = document.querySelector(\"img[src^='data:image/png']\");"
+                " return i && i.complete && i.naturalWidth > 0; }",
+                timeout=30_000,
+            )
+            size = preview.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+            report.view_preview_px = [int(v) for v in size]
+            shot = out_dir / "dagster_graph_view.png"
+            page.screenshot(path=str(shot))
+            report.screenshots.append(str(shot))
         finally:
             browser.close()
 

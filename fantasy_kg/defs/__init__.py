@@ -19,6 +19,7 @@ from fantasy_kg.defs.ingest import build_ingest_assets
 from fantasy_kg.defs.partitions import discover_series, series_partitions_def
 from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.defs.sensors import build_completion_sensor
+from fantasy_kg.defs.view import build_view_assets, build_view_checks
 from fantasy_kg.defs.warehouse import build_warehouse_assets
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.catalog import default_model
@@ -32,6 +33,8 @@ __all__ = [
     "build_definitions",
     "build_extraction_assets",
     "build_ingest_assets",
+    "build_view_assets",
+    "build_view_checks",
     "build_warehouse_assets",
     "default_resources",
     "discover_series",
@@ -106,7 +109,10 @@ def build_definitions(
         # Partitioned asset checks are "preview" in Dagster 1.13, but they are what makes a
         # check result belong to one series in the UI; the warning would repeat on every load.
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        checks = build_checks(partitions, min_grounding_rate=floor)
+        checks = [
+            *build_checks(partitions, min_grounding_rate=floor),
+            *build_view_checks(partitions),
+        ]
     interval = sensor_interval_seconds
     if interval is None:
         interval = int(_env_float("FANTASY_KG_SENSOR_INTERVAL_SECONDS") or 60)
@@ -116,6 +122,7 @@ def build_definitions(
             *build_ingest_assets(partitions),
             *build_extraction_assets(partitions, claude=_uses_claude(chosen)),
             *build_warehouse_assets(partitions),
+            *build_view_assets(partitions),
         ],
         asset_checks=checks,
         sensors=[

@@ -16,6 +16,7 @@ EXTRACTION_BATCH = dg.AssetKey("extraction_batch")
 EXTRACTION_RESULTS = dg.AssetKey("extraction_results")
 KNOWLEDGE_GRAPH = dg.AssetKey("knowledge_graph")
 COST_SUMMARY = dg.AssetKey("cost_summary")
+GRAPH_VIEW = dg.AssetKey("graph_view")
 
 ALL_ASSET_KEYS = (
     BOOK_SECTIONS,
@@ -23,10 +24,11 @@ ALL_ASSET_KEYS = (
     EXTRACTION_RESULTS,
     KNOWLEDGE_GRAPH,
     COST_SUMMARY,
+    GRAPH_VIEW,
 )
 """In lineage order."""
 
-DOWNSTREAM_OF_BATCH = (EXTRACTION_RESULTS, KNOWLEDGE_GRAPH, COST_SUMMARY)
+DOWNSTREAM_OF_BATCH = (EXTRACTION_RESULTS, KNOWLEDGE_GRAPH, COST_SUMMARY, GRAPH_VIEW)
 """What the completion sensor materializes once a batch has ended."""
 
 STUCK_CHECK = "batches_not_stuck"
@@ -66,4 +68,7 @@ def _extraction_code_version() -> str:
 EXTRACTION_CODE_VERSION = _extraction_code_version()
 GRAPH_CODE_VERSION = "graph-v1"
 """Bump when grounding, resolution or the load change what lands in DuckDB for the same results."""
-COST_CODE_VERSION = "costs-v1"
+COST_CODE_VERSION = "costs-v2"
+"""v2: the planned-vs-actual chart in the metadata."""
+VIEW_CODE_VERSION = "view-v1"
+"""Bump when the HTML page or its PNG preview change for the same warehouse rows."""

@@ -32,6 +32,7 @@ from fantasy_kg.defs.outcomes import backend_label
 from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.pipeline.costs import load_cost_report, series_cost_report
 from fantasy_kg.pipeline.graph import load_series_from_files
+from fantasy_kg.pipeline.pictures import CostBar, cost_chart_png, markdown_image
 from fantasy_kg.warehouse.load import table_columns
 
 FACT_TABLES = (
@@ -234,6 +235,18 @@ def build_warehouse_assets(
             )
         with duckdb.get_connection() as conn:
             schema = table_schema(conn, "costs")
+            attempts = conn.execute(
+                "SELECT coalesce(model, 'unknown'), coalesce(attempt, 1), "
+                "coalesce(sum(estimated_usd), 0), coalesce(sum(actual_usd), 0), "
+                "bool_or(backend IS DISTINCT FROM 'local') "
+                "FROM costs WHERE series = ? GROUP BY 1, 2 ORDER BY 1, 2",
+                [series],
+            ).fetchall()
+        bars = [
+            CostBar(str(m), int(a), float(p), float(x), bool(billed))
+            for m, a, p, x, billed in attempts
+        ]
+        chart = cost_chart_png(bars, series=series)
         estimates = [
             [
                 e.model.id,
@@ -319,6 +332,14 @@ def build_warehouse_assets(
                 )
             ),
             "rows/batch_jobs": dg.MetadataValue.int(counts.get("batch_jobs", 0)),
+            "cost_chart": dg.MetadataValue.md(
+                markdown_image(chart, "planned vs actual cost per model and attempt")
+                + "\n\n"
+                + _md_table(
+                    ["model", "attempt", "planned $", "actual $"],
+                    [[b.model, b.attempt, b.planned_usd, b.actual_usd] for b in bars],
+                )
+            ),
         }
         return dg.MaterializeResult(metadata=metadata)
 

@@ -37,6 +37,7 @@ from fantasy_kg.domain.graph.provenance import (
 )
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology, default_ontology, load_ontology
 from fantasy_kg.domain.sections import SectionFile, read_sections
+from fantasy_kg.domain.story import ChapterRow, chapter_rows
 from fantasy_kg.llm.jobs import JobStore
 from fantasy_kg.llm.results import series_record_files
 from fantasy_kg.warehouse.load import (
@@ -322,6 +323,11 @@ class MixedBackendsError(InputFileError):
     """A series' results come from more than one backend and mixing was not asked for."""
 
 
+def series_chapters(input_dir: Path, series: str) -> list[ChapterRow]:
+    """The chapter headings of a series' books, found in its section files (table ``chapters``)."""
+    return chapter_rows(series, [(s.meta, s.text) for s in read_sections(input_dir, series)])
+
+
 def load_series_from_files(
     input_dir: Path,
     extracted_dir: Path,
@@ -404,6 +410,7 @@ def load_series_from_files(
             input_dir=input_dir,
             extracted_dir=extracted_dir,
             progress=load_progress,
+            story={"chapters": series_chapters(input_dir, series)},
         )
         counts = row_counts(conn, series)
     finally:

@@ -284,6 +284,7 @@ def load_series(
     input_dir: Path | None = None,
     extracted_dir: Path | None = None,
     progress: Progress | None = None,
+    story: Mapping[str, Sequence[Any]] | None = None,
 ) -> LoadResult:
     """Replace one series' rows in every table with the graph, in one transaction.
 
@@ -293,6 +294,8 @@ def load_series(
         input_dir: Sections folder, recorded in ``load_runs``.
         extracted_dir: Results folder, recorded in ``load_runs``.
         progress: Optional ``(table, done, total)`` callback, called inside the transaction.
+        story: Rows of the story tables (``chapters``) to replace in the same transaction, so
+            a fact's chapter never comes from an older load than the fact.
 
     Returns:
         Rows written per table.
@@ -305,6 +308,8 @@ def load_series(
     conn.execute("BEGIN TRANSACTION")
     try:
         counts = _replace_tables(conn, graph.series, graph.tables(), progress)
+        if story:
+            counts.update(_replace_tables(conn, graph.series, story, None))
         seconds = round(time.monotonic() - started, 3)
         conn.execute(
             "INSERT INTO load_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

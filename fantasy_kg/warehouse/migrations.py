@@ -16,6 +16,8 @@ from typing import Any
 
 import duckdb
 
+from fantasy_kg.domain.story import CHAPTER_UNKNOWN
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -433,7 +435,124 @@ M003_ANSWER_FIT = Migration(
     ],
 )
 
-MIGRATIONS: tuple[Migration, ...] = (M001_TABLES, M002_VIEWS, M003_ANSWER_FIT)
+_POS = 10_000_000
+"""A story point as one number: ``book_no * _POS + chapter_no`` (chapters stay below it)."""
+
+
+def _as_of_body(known: str) -> str:
+    """The body of ``graph_as_of``; ``known`` is a predicate over ``{b}``/``{c}`` placeholders."""
+
+    def cond(book: str, chapter: str) -> str:
+        return "(" + known.format(b=book, c=chapter) + ")"
+
+    unknown = str(CHAPTER_UNKNOWN)
+    return f"""
+        WITH ev AS (
+            SELECT relationship_id, count(*) AS n, min(book_no * {_POS} + chapter_no) AS pos
+            FROM evidence_positions
+            WHERE series = p_series AND {cond("book_no", "chapter_no")}
+            GROUP BY relationship_id
+        ),
+        rel AS (
+            SELECT r.relationship_id, r.type, r.source_id, r.target_id, r.directed,
+                   ev.n AS evidence_known, ev.pos
+            FROM relationships r JOIN ev USING (relationship_id)
+            WHERE r.series = p_series
+            UNION ALL
+            SELECT r.relationship_id, r.type, r.source_id, r.target_id, r.directed,
+                   0, r.first_book_no * {_POS} + {unknown}
+            FROM relationships r
+            WHERE r.series = p_series AND {cond("r.first_book_no", unknown)}
+              AND NOT EXISTS (SELECT 1 FROM evidence v
+                              WHERE v.series = r.series AND v.relationship_id = r.relationship_id)
+        ),
+        men AS (
+            SELECT entity_id, count(*) AS n, min(book_no * {_POS} + chapter_no) AS pos
+            FROM mention_positions
+            WHERE series = p_series AND {cond("book_no", "chapter_no")}
+            GROUP BY entity_id
+        ),
+        seen AS (
+            SELECT entity_id, n, pos FROM men
+            UNION ALL
+            SELECT e.entity_id, 0, e.first_book_no * {_POS} + {unknown}
+            FROM entities e
+            WHERE e.series = p_series AND {cond("e.first_book_no", unknown)}
+              AND NOT EXISTS (SELECT 1 FROM mentions m
+                              WHERE m.series = e.series AND m.entity_id = e.entity_id)
+            UNION ALL SELECT source_id, 0, pos FROM rel
+            UNION ALL SELECT target_id, 0, pos FROM rel
+        ),
+        ent AS (SELECT entity_id, sum(n) AS n, min(pos) AS pos FROM seen GROUP BY entity_id)
+        SELECT 'entity' AS kind, e.entity_id AS id, e.type, e.name,
+               NULL::VARCHAR AS source_id, NULL::VARCHAR AS source_name,
+               NULL::VARCHAR AS target_id, NULL::VARCHAR AS target_name, NULL::BOOLEAN AS directed,
+               (ent.pos // {_POS})::INTEGER AS first_book_no,
+               (ent.pos % {_POS})::INTEGER AS first_chapter_no,
+               ent.n::BIGINT AS mentions_known, NULL::BIGINT AS evidence_known
+        FROM ent JOIN entities e ON e.series = p_series AND e.entity_id = ent.entity_id
+        UNION ALL
+        SELECT 'relationship', rel.relationship_id, rel.type, s.name || ' ' || rel.type || ' '
+               || t.name, rel.source_id, s.name, rel.target_id, t.name, rel.directed,
+               (rel.pos // {_POS})::INTEGER, (rel.pos % {_POS})::INTEGER,
+               NULL::BIGINT, rel.evidence_known::BIGINT
+        FROM rel
+        LEFT JOIN entities s ON s.series = p_series AND s.entity_id = rel.source_id
+        LEFT JOIN entities t ON t.series = p_series AND t.entity_id = rel.target_id
+    """
+
+
+M005_STORY_TIME = Migration(
+    5,
+    "m005_chapters_and_graph_as_of",
+    [
+        # Chapter headings in book coordinates (fantasy_kg.domain.story), written by every load.
+        """
+        CREATE TABLE chapters (
+            series VARCHAR NOT NULL,
+            book_no INTEGER NOT NULL,
+            book_file VARCHAR NOT NULL,
+            book VARCHAR,
+            chapter_no INTEGER NOT NULL,
+            title VARCHAR,
+            char_start BIGINT NOT NULL,
+            char_end BIGINT,
+            PRIMARY KEY (series, book_file, chapter_no)
+        )
+        """,
+        # The story point of every quote and mention: the chapter whose heading is the last one
+        # at or before its offset (0 before the first heading; CHAPTER_UNKNOWN when ungrounded).
+        f"""
+        CREATE VIEW evidence_positions AS
+        SELECT v.series, v.evidence_id, v.relationship_id, v.section_id, v.book_no,
+               CASE WHEN v.char_start IS NULL THEN {CHAPTER_UNKNOWN}
+                    ELSE coalesce(c.chapter_no, 0) END AS chapter_no,
+               c.title AS chapter
+        FROM evidence v
+        ASOF LEFT JOIN chapters c
+          ON c.series = v.series AND c.book_file = v.book_file AND v.char_start >= c.char_start
+        """,
+        f"""
+        CREATE VIEW mention_positions AS
+        SELECT m.series, m.mention_id, m.entity_id, m.section_id, m.book_no,
+               CASE WHEN m.char_start IS NULL THEN {CHAPTER_UNKNOWN}
+                    ELSE coalesce(c.chapter_no, 0) END AS chapter_no,
+               c.title AS chapter
+        FROM mentions m
+        ASOF LEFT JOIN chapters c
+          ON c.series = m.series AND c.book_file = m.book_file AND m.char_start >= c.char_start
+        """,
+        # graph_as_of(series, book_no[, chapter]): entities and relationships known by then.
+        # (Overloads of a table macro need each body in parentheses to parse.)
+        "CREATE MACRO graph_as_of(p_series, p_book) AS TABLE ("
+        + _as_of_body("{b} <= p_book")
+        + "), (p_series, p_book, p_chapter) AS TABLE ("
+        + _as_of_body("{b} < p_book OR ({b} = p_book AND {c} <= p_chapter)")
+        + ")",
+    ],
+)
+
+MIGRATIONS: tuple[Migration, ...] = (M001_TABLES, M002_VIEWS, M003_ANSWER_FIT, M005_STORY_TIME)
 
 TABLES: tuple[str, ...] = (
     "sections",
@@ -452,7 +571,16 @@ TABLES: tuple[str, ...] = (
 )
 """Every table, in load order (``load_runs`` is an append-only log of loads)."""
 
-VIEWS: tuple[str, ...] = ("character_network", "entity_summary", "relationship_evidence")
+VIEWS: tuple[str, ...] = (
+    "character_network",
+    "entity_summary",
+    "evidence_positions",
+    "mention_positions",
+    "relationship_evidence",
+)
+
+STORY_TABLES: tuple[str, ...] = ("chapters",)
+"""Tables written by a load beside the fact tables (replaced per series, not row-class checked)."""
 
 
 def applied_versions(conn: duckdb.DuckDBPyConnection) -> list[int]:
