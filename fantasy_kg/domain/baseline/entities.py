@@ -114,6 +114,8 @@ def build_entities(
     alias_links: list[tuple[int, int]],
     type_kind: dict[str, str],
     vocabulary: frozenset[str] = frozenset(),
+    *,
+    tagged: bool = False,
 ) -> tuple[list[Entity], list[Entity | None]]:
     """Group occurrences into entities.
 
@@ -124,6 +126,8 @@ def build_entities(
         alias_links: ``(name_index, alias_index)`` pairs from alias introductions.
         type_kind: Ontology type name → internal kind, for gazetteer entities.
         vocabulary: Words the section writes in lowercase (common words, not given names).
+        tagged: Whether a learned tagger ran: then an entity it found even once is kept, and
+            one it never found needs a context cue ("Fate", "Truth" and "Avenue" have none).
 
     Returns:
         The entities (in order of first mention) and, for each occurrence, its entity or
@@ -236,6 +240,10 @@ def build_entities(
             kept.append(ent)
         elif _plural_of_name(ent, word_index):
             continue  # "the two Tomases": a plural of names, not an entity
+        elif tagged and any(o.tagged for o in ent.occurrences):
+            kept.append(ent)  # the tagger is confident, however often the name occurs
+        elif tagged and max(ent.votes.values(), default=0) < 1:
+            continue  # capitalized, never tagged, no context cue: not a name
         elif _significant(ent, group_count[ent.key], ent.key in group_multi):
             kept.append(ent)
     kept_keys = {e.key for e in kept}

@@ -206,3 +206,48 @@ def score(
     return {
         lab: Score(counts["tp"][lab], counts["pred"][lab], counts["gold"][lab]) for lab in labels
     }
+
+
+def book_text(book: Book) -> tuple[str, list[list[tuple[int, int]]]]:
+    """The book as plain text (one sentence a line, tokens split by spaces) and token offsets.
+
+    Returns:
+        The text, and per sentence the ``(start, end)`` character offsets of its tokens.
+    """
+    lines: list[str] = []
+    offsets: list[list[tuple[int, int]]] = []
+    pos = 0
+    for sent in book.sentences:
+        spans = []
+        for word in sent.words:
+            spans.append((pos, pos + len(word)))
+            pos += len(word) + 1
+        offsets.append(spans)
+        lines.append(" ".join(sent.words))
+    return "\n".join(lines), offsets
+
+
+def mentions_from_chars(book: Book, spans: Iterable[tuple[int, int, str]]) -> list[list[Mention]]:
+    """Character spans over :func:`book_text` → per-sentence token mentions, for scoring.
+
+    A span that does not start and end on token boundaries of one sentence cannot match gold;
+    it is kept as a mention with negative indices so that it still counts as a false positive.
+    """
+    _, offsets = book_text(book)
+    start_of: dict[int, tuple[int, int]] = {}
+    end_of: dict[int, tuple[int, int]] = {}
+    for si, sent in enumerate(offsets):
+        for ti, (s, e) in enumerate(sent):
+            start_of[s] = (si, ti)
+            end_of[e] = (si, ti)
+    out: list[list[Mention]] = [[] for _ in book.sentences]
+    bad = 0
+    for start, end, label in spans:
+        first, last = start_of.get(start), end_of.get(end)
+        if first is not None and last is not None and first[0] == last[0]:
+            out[first[0]].append(Mention(first[1], last[1] + 1, label))
+        else:
+            where = first[0] if first is not None else (last[0] if last is not None else 0)
+            bad += 1
+            out[where].append(Mention(-bad, -bad, label))
+    return out

@@ -74,6 +74,8 @@ class Occurrence:
     lead: int = -1
     initial: bool = False
     votes: Counter[str] = field(default_factory=Counter)
+    # The kind the learned tagger gave this span ("" when untagged or no tagger ran).
+    tagged: str = ""
 
     @property
     def tokens(self) -> list[str]:

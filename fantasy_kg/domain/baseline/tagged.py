@@ -1,0 +1,125 @@
+"""Merge a learned tagger's entity spans into the rules' name occurrences.
+
+The rules find capitalized runs and read cues around them; they cannot tell "Fate" or
+"Instantly" from a name, nor a city from a person without a cue. The tagger (trained on LitBank)
+can, from the words around a name. Each source does what it is good at:
+
+- a rule occurrence the tagger also found gets the tagger's kind as a strong vote, and loses a
+  sentence-initial word the tagger left out ("Dragging Dorothy" → "Dorothy");
+- a tagger span the rules missed (a name seen once, a name with lowercase linkers) becomes an
+  occurrence of its own, titles stripped by the same rules as any other name;
+- a rule occurrence the tagger did not find is kept only when its context says it is a name
+  (see :func:`fantasy_kg.domain.baseline.entities.build_entities` with ``tagged=True``).
+"""
+
+import bisect
+import re
+from collections.abc import Sequence
+
+from fantasy_kg.domain.baseline import lexicon
+from fantasy_kg.domain.baseline.names import (
+    Occurrence,
+    _lead,
+    _name_occurrences,
+    _Token,
+    _vote,
+    normalize,
+)
+from fantasy_kg.domain.baseline.tagging import LABEL_KIND, TaggedSpan
+
+# A tagged occurrence weighs as much as a strong context cue ("the city of X").
+TAG_VOTES = 3
+_WORD_RE = re.compile(r"\S+")
+
+
+def apply_tags(
+    text: str, occurrences: list[Occurrence], spans: Sequence[TaggedSpan], initials: set[int]
+) -> list[Occurrence]:
+    """Occurrences with the tagger's kinds voted in, trimmed, and its extra names added.
+
+    Args:
+        text: The scanned section text (headings masked), as the occurrences were found in.
+        occurrences: The rules' occurrences, in text order.
+        spans: The tagger's spans over the same text.
+        initials: Offsets of sentence-initial words.
+
+    Returns:
+        All occurrences, in text order.
+    """
+    spans = sorted((s for s in spans if s.label in LABEL_KIND), key=lambda s: s.start)
+    starts = [s.start for s in spans]
+    used: set[int] = set()
+    out: list[Occurrence] = []
+    for occ in occurrences:
+        k = bisect.bisect_left(starts, occ.end)
+        hits = [i for i in range(max(0, k - 4), k) if spans[i].end > occ.start]
+        if not hits:
+            out.append(occ)
+            continue
+        used.update(hits)
+        span = spans[hits[-1]]
+        kind = LABEL_KIND[span.label]
+        occ = _trim_initial(text, occ, span)
+        occ.tagged = kind
+        if not occ.gazetteer_ids:
+            occ.votes[kind] += TAG_VOTES
+        out.append(occ)
+    taken = sorted((o.start, o.end) for o in out)
+    taken_starts = [t[0] for t in taken]
+    for i, span in enumerate(spans):
+        if i in used or _overlaps(taken, taken_starts, span.start, span.end):
+            continue
+        for occ in _new_occurrences(text, span, initials):
+            occ.tagged = LABEL_KIND[span.label]
+            occ.votes[occ.tagged] += TAG_VOTES
+            out.append(occ)
+    out.sort(key=lambda o: (o.start, -o.end))
+    return out
+
+
+def _overlaps(taken: list[tuple[int, int]], starts: list[int], start: int, end: int) -> bool:
+    k = bisect.bisect_left(starts, end)
+    return any(taken[i][1] > start for i in range(max(0, k - 4), k))
+
+
+def _trim_initial(text: str, occ: Occurrence, span: TaggedSpan) -> Occurrence:
+    """Drop a sentence-initial word the tagger did not include ("Instantly Dorothy")."""
+    if occ.gazetteer_ids or occ.title or not occ.initial or not occ.start < span.start < occ.end:
+        return occ
+    surface = text[span.start : occ.end]
+    if not surface[:1].isupper():
+        return occ
+    trimmed = Occurrence(
+        start=span.start,
+        end=occ.end,
+        surface=surface,
+        core=normalize(surface),
+        head_kind=occ.head_kind,
+    )
+    _lead(text, trimmed)
+    _vote(text, trimmed)
+    return trimmed
+
+
+def _new_occurrences(text: str, span: TaggedSpan, initials: set[int]) -> list[Occurrence]:
+    """Occurrences for a tagger span the rules did not find (titles stripped, like theirs)."""
+    tokens = [
+        _Token(m.group(), span.start + m.start(), span.start + m.end())
+        for m in _WORD_RE.finditer(text[span.start : span.end])
+    ]
+    # Only names: a span must start with a capital and not be a lone stopword or title.
+    if not tokens or not tokens[0].text[:1].isupper():
+        return []
+    if len(tokens) == 1 and (
+        tokens[0].text in lexicon.STOPWORDS or tokens[0].text in lexicon.TITLES
+    ):
+        return []
+    out = []
+    for occ in _name_occurrences(text, tokens):
+        if "\n" in occ.core or not occ.core[:1].isupper():
+            continue
+        occ.initial = occ.start in initials
+        _lead(text, occ)
+        _vote(text, occ)
+        out.append(occ)
+    return out
