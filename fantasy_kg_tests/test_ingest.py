@@ -275,7 +275,7 @@ def test_credit_lines_are_not_text_and_the_title_comes_from_the_gutenberg_header
 def test_a_caption_before_the_title_page_is_not_the_title(tmp_path: Path) -> None:
     book = tmp_path / "02_book.txt"
     book.write_text(
-        "[Illustration: \"I am the Scarecrow,\" he said,\nbowing low]\n\n"
+        '[Illustration: "I am the Scarecrow," he said,\nbowing low]\n\n'
         "The Marvelous\nLand of Oz\n\nOnce upon a time there was a boy named Tip.\n",
         encoding="utf-8",
     )
@@ -285,7 +285,7 @@ def test_a_caption_before_the_title_page_is_not_the_title(tmp_path: Path) -> Non
 def test_all_capital_headings_count_as_chapters_when_a_book_uses_them() -> None:
     text = (
         "THE RIVER BOOK\n\nBy A. Writer\n\nON THE RIVER\n\nThey rowed all day.\n\n"
-        "\"HELP!\" cried Tom.\n\nTHE GREAT FLOOD\n\nThe water rose.\n\n"
+        '"HELP!" cried Tom.\n\nTHE GREAT FLOOD\n\nThe water rose.\n\n'
         "A DAY IN TOWN\n\nThey went to town.\n\nTHE END\n"
     )
     titles = [c.title for c in detect_chapters(text)]

@@ -13,16 +13,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fantasy_kg.domain.baseline.tagging import TaggedSpan
+from fantasy_kg.domain.baseline.litbank import is_named
+from fantasy_kg.domain.baseline.tagging import TaggedSpan, postprocess
 
 if TYPE_CHECKING:
     from spacy.language import Language
+    from spacy.tokens import Span
 
 MODEL_DIR = Path(__file__).with_name("litbank_ner")
 # spaCy's own limit guards memory for parsers; our sections are bounded by the token budget,
 # and the NER is linear in length, so a generous ceiling is safe.
 MAX_CHARS = 5_000_000
 TAGGER_ENV = "FANTASY_KG_TAGGER"
+_DETERMINERS = frozenset({"the", "a", "an"})
 _LOCK = threading.Lock()
 logger = logging.getLogger(__name__)
 
@@ -53,10 +56,35 @@ class SpacyTagger:
         self._nlp = load_model(path)
 
     def tag(self, text: str) -> list[TaggedSpan]:
-        """Entity spans of ``text`` with character offsets and LitBank labels."""
+        """Named entity spans of ``text``: character offsets and LitBank labels.
+
+        The model's spans are made consistent over the whole text by
+        :func:`~fantasy_kg.domain.baseline.tagging.propagate`.
+        """
         with _LOCK:
             doc = self._nlp(text)
-        return [TaggedSpan(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents]
+        out = []
+        for ent in doc.ents:
+            span = named_span(ent)
+            if span is not None:
+                out.append(TaggedSpan(span.start_char, span.end_char, ent.label_))
+        return postprocess(text, out)
+
+
+def named_span(ent: "Span") -> "Span | None":
+    """The name in a predicted entity span, or ``None`` for a common-noun phrase.
+
+    The model is trained on names and on common-noun entities ("the village"), which teach it
+    types from context; only names go on. A leading determiner is dropped when a name follows
+    ("the Scarecrow" → "Scarecrow"), as LitBank writes such names without it.
+    """
+    start = ent.start
+    while start < ent.end and ent.doc[start].lower_ in _DETERMINERS:
+        start += 1
+    words = [t.text for t in ent.doc[start : ent.end]]
+    if not words or not is_named(words):
+        return None
+    return ent.doc[start : ent.end]
 
 
 @lru_cache(maxsize=1)

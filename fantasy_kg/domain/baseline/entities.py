@@ -25,6 +25,8 @@ from fantasy_kg.domain.baseline.names import (
     normalize,
 )
 
+# Ranks and forms of address that are not names when they stand alone.
+_BARE_RANKS = lexicon.TITLES | {"Ruler", "Chief", "Master", "Mistress", "Madam", "Majesty"}
 # Bare capitalized spans seen once with no cue are usually sentence-initial noise.
 MIN_VOTES_ALONE = 2
 MIN_COUNT_ALONE = 2
@@ -127,7 +129,7 @@ def build_entities(
         type_kind: Ontology type name → internal kind, for gazetteer entities.
         vocabulary: Words the section writes in lowercase (common words, not given names).
         tagged: Whether a learned tagger ran: then an entity it found even once is kept, and
-            one it never found needs a context cue ("Fate", "Truth" and "Avenue" have none).
+            one it never found needs a structural cue (a title, a head noun, "the city of").
 
     Returns:
         The entities (in order of first mention) and, for each occurrence, its entity or
@@ -240,10 +242,14 @@ def build_entities(
             kept.append(ent)
         elif _plural_of_name(ent, word_index):
             continue  # "the two Tomases": a plural of names, not an entity
+        elif tagged and all(o.core.rstrip(".") in _BARE_RANKS for o in ent.occurrences):
+            continue  # "the Prince", "the Ruler": a rank alone names nobody in particular
         elif tagged and any(o.tagged for o in ent.occurrences):
             kept.append(ent)  # the tagger is confident, however often the name occurs
-        elif tagged and max(ent.votes.values(), default=0) < 1:
-            continue  # capitalized, never tagged, no context cue: not a name
+        elif tagged and not any(o.head_kind or o.title or o.place_noun for o in ent.occurrences):
+            # Capitalized, never tagged, and no structural cue (a title, a head noun such as
+            # "the Nome King", "the city of X"): "Fate smiled" is personification, not a name.
+            continue
         elif _significant(ent, group_count[ent.key], ent.key in group_multi):
             kept.append(ent)
     kept_keys = {e.key for e in kept}

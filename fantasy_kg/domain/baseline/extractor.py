@@ -221,7 +221,7 @@ def extract(
     scan = mask_headings(text)
     occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
     if tagger is not None:
-        occs = apply_tags(scan, occs, tagger.tag(scan), initials)
+        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
     sent_of = [sentences.index_of(o.start) for o in occs]
 
     alias_links: list[tuple[int, int]] = []
@@ -552,7 +552,7 @@ def rule_spans(
     scan = mask_headings(text)
     occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
     if tagger is not None:
-        occs = apply_tags(scan, occs, tagger.tag(scan), initials)
+        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
     _, per_occ = build_entities(
         text, occs, view.gazetteer, [], view.type_kind, vocabulary, tagged=tagger is not None
     )

@@ -45,6 +45,9 @@ class Sentence:
 
     words: list[str]
     mentions: list[Mention] = field(default_factory=list)
+    # Common-noun entities ("the village", "the old man") not overlapping a name: training
+    # context only (they teach the tagger what places and people look like around them).
+    nominals: list[Mention] = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +110,7 @@ def read_brat(txt: Path, ann: Path) -> Book:
         offset += len(line) + 1
         sentences.append(Sentence(words=words))
     spans: dict[int, list[Mention]] = {}
+    nominal: dict[int, list[Mention]] = {}
     for row in ann.read_text(encoding="utf-8").splitlines():
         parts = row.split("\t")
         if len(parts) < 2 or not parts[0].startswith("T"):
@@ -117,10 +121,15 @@ def read_brat(txt: Path, ann: Path) -> Book:
             continue  # a span that does not align to tokens of one sentence: skip, not guess
         sent = first[0]
         words = sentences[sent].words[first[1] : last[1] + 1]
-        if label in LITBANK_TYPES and is_named(words):
-            spans.setdefault(sent, []).append(Mention(first[1], last[1] + 1, label))
+        if label in LITBANK_TYPES:
+            target = spans if is_named(words) else nominal
+            target.setdefault(sent, []).append(Mention(first[1], last[1] + 1, label))
     for sent, found in spans.items():
         sentences[sent].mentions = _flatten(found)
+    for sent, found in nominal.items():
+        named = sentences[sent].mentions
+        free = [m for m in found if all(m.end <= n.start or m.start >= n.end for n in named)]
+        sentences[sent].nominals = _flatten(free)
     name = txt.name.removesuffix("_brat.txt")
     return Book(name=name, sentences=[s for s in sentences if s.words])
 

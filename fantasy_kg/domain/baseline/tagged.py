@@ -4,8 +4,9 @@ The rules find capitalized runs and read cues around them; they cannot tell "Fat
 "Instantly" from a name, nor a city from a person without a cue. The tagger (trained on LitBank)
 can, from the words around a name. Each source does what it is good at:
 
-- a rule occurrence the tagger also found gets the tagger's kind as a strong vote, and loses a
-  sentence-initial word the tagger left out ("Dragging Dorothy" → "Dorothy");
+- a rule occurrence the tagger also found gets the tagger's kind as a vote (once per name and
+  section, so that context cues can outvote it), and loses a sentence-initial word the tagger
+  left out ("Dragging Dorothy" → "Dorothy");
 - a tagger span the rules missed (a name seen once, a name with lowercase linkers) becomes an
   occurrence of its own, titles stripped by the same rules as any other name;
 - a rule occurrence the tagger did not find is kept only when its context says it is a name
@@ -33,7 +34,11 @@ _WORD_RE = re.compile(r"\S+")
 
 
 def apply_tags(
-    text: str, occurrences: list[Occurrence], spans: Sequence[TaggedSpan], initials: set[int]
+    text: str,
+    occurrences: list[Occurrence],
+    spans: Sequence[TaggedSpan],
+    initials: set[int],
+    vocabulary: frozenset[str] = frozenset(),
 ) -> list[Occurrence]:
     """Occurrences with the tagger's kinds voted in, trimmed, and its extra names added.
 
@@ -42,6 +47,7 @@ def apply_tags(
         occurrences: The rules' occurrences, in text order.
         spans: The tagger's spans over the same text.
         initials: Offsets of sentence-initial words.
+        vocabulary: Words the section writes in lowercase (common words).
 
     Returns:
         All occurrences, in text order.
@@ -49,6 +55,7 @@ def apply_tags(
     spans = sorted((s for s in spans if s.label in LABEL_KIND), key=lambda s: s.start)
     starts = [s.start for s in spans]
     used: set[int] = set()
+    voted: set[str] = set()
     out: list[Occurrence] = []
     for occ in occurrences:
         k = bisect.bisect_left(starts, occ.end)
@@ -59,9 +66,12 @@ def apply_tags(
         used.update(hits)
         span = spans[hits[-1]]
         kind = LABEL_KIND[span.label]
-        occ = _trim_initial(text, occ, span)
+        occ = _trim_to_span(text, occ, span, vocabulary)
         occ.tagged = kind
-        if not occ.gazetteer_ids:
+        if not occ.gazetteer_ids and occ.core not in voted:
+            # One vote block per name and section, not per occurrence: the tagger says what a
+            # name is when the context is silent, but "Princess Ozma", "said Ozma" outweigh it.
+            voted.add(occ.core)
             occ.votes[kind] += TAG_VOTES
         out.append(occ)
     taken = sorted((o.start, o.end) for o in out)
@@ -71,7 +81,9 @@ def apply_tags(
             continue
         for occ in _new_occurrences(text, span, initials):
             occ.tagged = LABEL_KIND[span.label]
-            occ.votes[occ.tagged] += TAG_VOTES
+            if occ.core not in voted:
+                voted.add(occ.core)
+                occ.votes[occ.tagged] += TAG_VOTES
             out.append(occ)
     out.sort(key=lambda o: (o.start, -o.end))
     return out
@@ -82,20 +94,30 @@ def _overlaps(taken: list[tuple[int, int]], starts: list[int], start: int, end: 
     return any(taken[i][1] > start for i in range(max(0, k - 4), k))
 
 
-def _trim_initial(text: str, occ: Occurrence, span: TaggedSpan) -> Occurrence:
-    """Drop a sentence-initial word the tagger did not include ("Instantly Dorothy")."""
-    if occ.gazetteer_ids or occ.title or not occ.initial or not occ.start < span.start < occ.end:
+def _trim_to_span(
+    text: str, occ: Occurrence, span: TaggedSpan, vocabulary: frozenset[str]
+) -> Occurrence:
+    """Drop words the tagger left out of a name.
+
+    A sentence-initial word before it ("Instantly Dorothy"), or common words after it
+    ("Dorothy Tries", from a contents line).
+    """
+    if occ.gazetteer_ids or occ.title:
         return occ
-    surface = text[span.start : occ.end]
+    start, end = occ.start, occ.end
+    if occ.initial and occ.start < span.start < occ.end:
+        start = span.start
+    if span.start <= start < span.end < occ.end:
+        rest = text[span.end : occ.end].split()
+        if rest and all(w.lower() in vocabulary for w in rest):
+            end = span.end
+    if (start, end) == (occ.start, occ.end):
+        return occ
+    surface = text[start:end]
     if not surface[:1].isupper():
         return occ
-    trimmed = Occurrence(
-        start=span.start,
-        end=occ.end,
-        surface=surface,
-        core=normalize(surface),
-        head_kind=occ.head_kind,
-    )
+    trimmed = Occurrence(start=start, end=end, surface=surface, core=normalize(surface))
+    trimmed.initial = occ.initial and start == occ.start
     _lead(text, trimmed)
     _vote(text, trimmed)
     return trimmed
@@ -111,7 +133,7 @@ def _new_occurrences(text: str, span: TaggedSpan, initials: set[int]) -> list[Oc
     if not tokens or not tokens[0].text[:1].isupper():
         return []
     if len(tokens) == 1 and (
-        tokens[0].text in lexicon.STOPWORDS or tokens[0].text in lexicon.TITLES
+        tokens[0].text in lexicon.STOPWORDS or tokens[0].text.rstrip(".") in lexicon.TITLES
     ):
         return []
     out = []
