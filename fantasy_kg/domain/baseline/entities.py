@@ -129,7 +129,7 @@ def build_entities(
         type_kind: Ontology type name → internal kind, for gazetteer entities.
         vocabulary: Words the section writes in lowercase (common words, not given names).
         tagged: Whether a learned tagger ran: then an entity it found even once is kept, and
-            one it never found needs a structural cue (a title, a head noun, "the city of").
+            one it never found must still read as a name (see :func:`_name_like`).
 
     Returns:
         The entities (in order of first mention) and, for each occurrence, its entity or
@@ -246,9 +246,9 @@ def build_entities(
             continue  # "the Prince", "the Ruler": a rank alone names nobody in particular
         elif tagged and any(o.tagged for o in ent.occurrences):
             kept.append(ent)  # the tagger is confident, however often the name occurs
-        elif tagged and not any(o.head_kind or o.title or o.place_noun for o in ent.occurrences):
-            # Capitalized, never tagged, and no structural cue (a title, a head noun such as
-            # "the Nome King", "the city of X"): "Fate smiled" is personification, not a name.
+        elif tagged and not _name_like(ent, vocabulary):
+            # Capitalized, never tagged, no structural cue (a title, a head noun such as "the
+            # Nome King", "the city of X"), and a common word: "Fate smiled" is not a name.
             continue
         elif _significant(ent, group_count[ent.key], ent.key in group_multi):
             kept.append(ent)
@@ -256,6 +256,23 @@ def build_entities(
     per_occ = [e if e is not None and e.key in kept_keys else None for e in per_occ]
     kept.sort(key=lambda e: e.first)
     return kept, per_occ
+
+
+def _name_like(ent: Entity, vocabulary: frozenset[str]) -> bool:
+    """Whether an entity the tagger never found still reads as a name.
+
+    A structural cue (title, head noun, "the city of X") is enough. Otherwise it must be
+    capitalized mid-sentence at least twice and either be a word the section never writes in
+    lowercase ("Toto") or be used as an epithet with "the" ("the Scarecrow", "the Tin Woodman");
+    "Fate" and "Truth", written in lowercase elsewhere and never with "the", are not names.
+    """
+    occs = ent.occurrences
+    if any(o.head_kind or o.title or o.place_noun for o in occs):
+        return True
+    if sum(1 for o in occs if not o.initial) < 2:
+        return False
+    first_words = {o.core.split(" ")[0].lower() for o in occs}
+    return bool(first_words - vocabulary) or sum(1 for o in occs if o.the) >= 2
 
 
 def _plural_of_name(ent: Entity, word_index: dict[str, set[str]]) -> bool:

@@ -105,7 +105,9 @@ def _trim_to_span(
     if occ.gazetteer_ids or occ.title:
         return occ
     start, end = occ.start, occ.end
-    if occ.initial and occ.start < span.start < occ.end:
+    if occ.start < span.start < occ.end and span.end == occ.end:
+        # The tagger's name is the tail of the run ("Instantly Dorothy", "the great Head
+        # Dorothy"); titles were already split off by the rules, so what is left is not a name.
         start = span.start
     if span.start <= start < span.end < occ.end:
         rest = text[span.end : occ.end].split()
