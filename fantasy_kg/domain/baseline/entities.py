@@ -50,6 +50,9 @@ class Entity:
     occurrences: list[Occurrence] = field(default_factory=list)
     votes: Counter[str] = field(default_factory=Counter)
     alias_cores: set[str] = field(default_factory=set)
+    # Words the section writes in lowercase: "Friend Scarecrow", "Tiny Trot" are a common word
+    # glued to a name, when the bare name is far more frequent.
+    vocabulary: frozenset[str] = frozenset()
 
     @property
     def first(self) -> int:
@@ -67,10 +70,16 @@ class Entity:
             forms[occ.core] += 1
             first_seen.setdefault(occ.core, occ.start)
             epithet[occ.core] = epithet.get(occ.core, True) and occ.the
+
+        def glued(form: str) -> bool:
+            head, _, tail = form.partition(" ")
+            return head.lower() in self.vocabulary and forms.get(tail, 0) > 4 * forms[form]
+
         return min(
             forms,
             key=lambda f: (
                 f in self.alias_cores,
+                glued(f),
                 epithet[f] and self.kind == PERSON,
                 -len(f.split(" ")) if self.kind == PERSON else 0,
                 -forms[f],
@@ -223,7 +232,7 @@ def build_entities(
         root = group
         ent = entities.get(root)
         if ent is None:
-            ent = Entity(key=root, alias_cores=alias_cores)
+            ent = Entity(key=root, alias_cores=alias_cores, vocabulary=vocabulary)
             gaz = gaz_of_root.get(root)
             if gaz:
                 entry = gazetteer.entries[gaz[2:]]
@@ -319,6 +328,10 @@ def _resolve(
         cands = [r for r in last_seen if kind_of(r) == head_kind and word in root_words.get(r, ())]
         return _nearest(cands, occ, last_seen, first_pos) if cands else None
     cands = sorted(word_index.get(word, set()) - {own})
+    # A bare name said before any full name containing it is its own entity: "Trot" and "the
+    # Ork" are two characters long before a song called "Ork Trot" turns up.
+    own_first = first_pos.get(own, [occ.start])[0]
+    cands = [c for c in cands if first_pos.get(c, [own_first])[0] < own_first]
     if not cands:
         return own
     own_kind = kind_of(own)

@@ -221,6 +221,7 @@ _SENTENCE_OPENERS = frozenset(
         "Then", "Now", "Once", "Still", "Yet", "Here", "There", "Thus", "Hence", "Indeed",
         "Surely", "Truly", "Quickly", "Slowly", "Immediately", "Evidently", "Fortunately",
         "Unfortunately", "Luckily", "Later", "Next", "Again", "Also", "Besides", "Dragging",
+        "Friend", "Dear", "Poor",
     }
 )  # fmt: skip
 _HEADS = lexicon.PLACE_HEADS | lexicon.ORG_HEADS | lexicon.ARTIFACT_HEADS | lexicon.EVENT_TAIL_HEADS

@@ -111,7 +111,9 @@ def _trim_to_span(
         start = span.start
     if span.start <= start < span.end < occ.end:
         rest = text[span.end : occ.end].split()
-        if rest and all(w.lower() in vocabulary for w in rest):
+        if rest and (rest[0] == "the" or all(w.lower() in vocabulary for w in rest)):
+            # "Rinkitink the Pink Pearl" (an object after a name), "Dorothy Tries" (a contents
+            # line): the tagger's name ends where the rules' capitalized run goes on.
             end = span.end
     if (start, end) == (occ.start, occ.end):
         return occ
