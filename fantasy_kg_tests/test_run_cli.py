@@ -6,8 +6,8 @@ table identical.
 """
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
