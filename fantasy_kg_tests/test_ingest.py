@@ -246,3 +246,52 @@ def test_oz_books_have_their_chapters(oz_dir: Path) -> None:
     assert first.chapters[0].title == "1. The Cyclone"
     assert first.chapters[-1].title == "24. Home Again"
     assert books[7].title == "Tik-Tok OF OZ"  # the [Illustration] marker is not a title
+
+
+def test_credit_lines_are_not_text_and_the_title_comes_from_the_gutenberg_header(
+    tmp_path: Path,
+) -> None:
+    book = tmp_path / "01_book.txt"
+    book.write_text(
+        "The Project Gutenberg eBook of The Lost Princess of Oz\n\n"
+        "Title: The Lost Princess\n       of Oz\n\nAuthor: L. Frank Baum\n\n"
+        "*** START OF THE PROJECT GUTENBERG EBOOK THE LOST PRINCESS OF OZ ***\n\n"
+        "[Illustration: Frontispiece. Ozma and Dorothy\nin the garden]\n\n"
+        "Produced by Jane Roe and the Online Distributed\nProofreading Team\n\n"
+        "HTML version by Al Haines.\n\n"
+        "CHAPTER 1\n\nA Terrible Loss\n\nThe text was produced by the author, Ozma said.\n\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK THE LOST PRINCESS OF OZ ***\n",
+        encoding="utf-8",
+    )
+    read = read_book(book)
+    assert read.title == "The Lost Princess of Oz"
+    assert "Produced by" not in read.text and "HTML version" not in read.text
+    assert "Jane Roe" not in read.text
+    # Only credit paragraphs go: a sentence of the story that says "produced by" stays.
+    assert "The text was produced by the author, Ozma said." in read.text
+    assert [c.title for c in read.chapters] == ["CHAPTER 1: A Terrible Loss"]
+
+
+def test_a_caption_before_the_title_page_is_not_the_title(tmp_path: Path) -> None:
+    book = tmp_path / "02_book.txt"
+    book.write_text(
+        '[Illustration: "I am the Scarecrow," he said,\nbowing low]\n\n'
+        "The Marvelous\nLand of Oz\n\nOnce upon a time there was a boy named Tip.\n",
+        encoding="utf-8",
+    )
+    assert read_book(book).title == "The Marvelous Land of Oz"
+
+
+def test_all_capital_headings_count_as_chapters_when_a_book_uses_them() -> None:
+    text = (
+        "THE RIVER BOOK\n\nBy A. Writer\n\nON THE RIVER\n\nThey rowed all day.\n\n"
+        '"HELP!" cried Tom.\n\nTHE GREAT FLOOD\n\nThe water rose.\n\n'
+        "A DAY IN TOWN\n\nThey went to town.\n\nTHE END\n"
+    )
+    titles = [c.title for c in detect_chapters(text)]
+    assert titles == ["THE RIVER BOOK", "ON THE RIVER", "THE GREAT FLOOD", "A DAY IN TOWN"]
+    # One capital line is a shout or a sign, not a heading style: no chapter then.
+    assert detect_chapters("Text.\n\nKEEP OUT\n\nMore text.\n") == []
+    # A capital title under "CHAPTER I" belongs to that heading, not a chapter of its own.
+    both = detect_chapters("CHAPTER I\n\nTHE CYCLONE\n\nText.\n\nCHAPTER II\n\nTHE COUNCIL\n\nT.")
+    assert [c.title for c in both] == ["CHAPTER I: THE CYCLONE", "CHAPTER II: THE COUNCIL"]

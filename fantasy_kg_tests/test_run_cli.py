@@ -7,6 +7,7 @@ table identical.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,45 @@ def test_run_builds_the_graph_and_a_rerun_is_free_and_identical(sample_data_dir:
     assert second["extraction"]["cost_usd"]["batch"] == 0.0
     assert sorted((sample_data_dir / "batch_jobs").glob("*.json")) == jobs_before
     assert _snapshot(db) == before
+
+
+def _occurrences(text: str, names: list[str]) -> int:
+    """Word-bounded, case-sensitive occurrences of any of ``names``, longest first, no overlap."""
+    taken = bytearray(len(text) + 1)
+    count = 0
+    for name in sorted(set(names), key=len, reverse=True):
+        for m in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text):
+            if not any(taken[m.start() : m.end()]):
+                taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+                count += 1
+    return count
+
+
+def test_mention_count_of_the_main_character_is_the_number_of_its_occurrences(
+    sample_data_dir: Path,
+) -> None:
+    _run(sample_data_dir)
+    with duckdb.connect(str(sample_data_dir / "fantasy_kg.duckdb"), read_only=True) as conn:
+        (entity_id, mention_count, section_count, first_book, last_book) = conn.execute(
+            "SELECT entity_id, mention_count, section_count, first_book, last_book "
+            "FROM entities WHERE name = 'Mira Thorne'"
+        ).fetchone() or (None, 0, 0, None, None)
+        surfaces = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT surface FROM mentions WHERE entity_id = ?", [entity_id]
+            ).fetchall()
+        ]
+        books_with = conn.execute(
+            "SELECT min(book_no), max(book_no), count(DISTINCT section_id) FROM mentions "
+            "WHERE entity_id = ?",
+            [entity_id],
+        ).fetchone()
+    assert entity_id is not None and mention_count > 0
+    # Counted independently, on the book files themselves, for the names the graph gives her.
+    books = sorted((sample_data_dir / "books" / "ashen_crown").glob("*.txt"))
+    expected = sum(_occurrences(b.read_text(encoding="utf-8"), surfaces) for b in books)
+    assert mention_count == expected, (surfaces, mention_count, expected)
+    assert {"Mira Thorne", "Mira"} <= set(surfaces)
+    assert books_with is not None and books_with[2] == section_count
+    assert first_book is not None and last_book is not None

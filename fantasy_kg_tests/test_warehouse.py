@@ -446,3 +446,26 @@ def test_cli_load_without_series_skips_series_not_extracted_yet(crafted):
     assert "skipped unread_tales: no result files" in res.stderr
     res = runner.invoke(cli, ["load", "--series", "unread_tales"])
     assert res.exit_code == 2 and "no result files" in res.stderr
+
+
+def test_character_network_keeps_source_and_target_as_stored(crafted):
+    _load(crafted)
+    with duckdb.connect(str(crafted["db"]), read_only=True) as conn:
+        stored = {
+            (s, t, ty)
+            for s, t, ty in conn.execute(
+                "SELECT r.source_id, r.target_id, r.type FROM relationships r "
+                "JOIN entities a ON a.series = r.series AND a.entity_id = r.source_id "
+                "JOIN entities b ON b.series = r.series AND b.entity_id = r.target_id "
+                "WHERE a.type IN ('Character', 'Person') AND b.type IN ('Character', 'Person') "
+                "AND r.source_id <> r.target_id"
+            ).fetchall()
+        }
+        rows = conn.execute(
+            "SELECT character_a, character_b, relationship_types FROM character_network"
+        ).fetchall()
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()]
+    assert 4 in versions
+    assert rows and stored
+    viewed = {(a, b, ty) for a, b, types in rows for ty in types}
+    assert viewed == stored

@@ -172,7 +172,7 @@ def build_warehouse_assets(
             ),
             "top_character_links": dg.MetadataValue.md(
                 _md_table(
-                    ["character", "character", "relationship types", "weight", "grounded quotes"],
+                    ["source", "target", "relationship types", "weight", "grounded quotes"],
                     [list(r) for r in top_edges],
                 )
             ),

@@ -40,6 +40,7 @@ from fantasy_kg.domain.paths import slugify
 from fantasy_kg.domain.prompts import ParsedPrompt
 from fantasy_kg.domain.schemas import WireAttribute, WireEntity, WireExtractionResult
 from fantasy_kg.local_api.engine import ResponderAnswer, estimate_tokens, resolve_model
+from fantasy_kg.nlp.tagger import shared_tagger
 
 CLAUDE_LIKE_NOTICE = (
     "This is the fantasy_kg local backend in Claude-like mode: a sizing emulation, not Claude. "
@@ -87,7 +88,7 @@ class ClaudeLikeResponder:
             return ResponderAnswer(text=CLAUDE_LIKE_NOTICE)
         model = resolve_model(params.get("model"))
         target = target_answer_tokens(parsed.text, model, self.output_ratio)
-        result = trim_to_tokens(baseline_extraction(parsed), target, model)
+        result = trim_to_tokens(baseline_extraction(parsed, shared_tagger()), target, model)
         result = pad_to_tokens(result, parsed, target, model)
         return ResponderAnswer(text=render(result))
 

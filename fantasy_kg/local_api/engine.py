@@ -40,6 +40,7 @@ from fantasy_kg.local_api.protocol import (
     not_found,
     status_for_error_type,
 )
+from fantasy_kg.nlp.tagger import shared_tagger
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def default_responder(params: dict[str, Any]) -> ResponderAnswer:
         respond = importlib.import_module("fantasy_kg.domain.baseline").respond
     except (ImportError, AttributeError):
         return ResponderAnswer(text=EMPTY_EXTRACTION)
-    return normalize_answer(respond(params))
+    return normalize_answer(respond(params, shared_tagger()))
 
 
 def normalize_answer(raw: "ResponderAnswer | dict[str, Any]") -> ResponderAnswer:

@@ -36,6 +36,7 @@ from fantasy_kg.domain.schemas import (
     parse_extraction,
 )
 from fantasy_kg.domain.sections import read_sections
+from fantasy_kg.nlp.tagger import shared_tagger
 from fantasy_kg.pipeline.sections import build_sections
 
 Mode = Literal["end_to_end", "direct"]
@@ -132,7 +133,11 @@ def _run(
                     text=sec.text,
                     result=parse_extraction(
                         extract(
-                            sec.text, onto, file_name=sec.file_name, section_id=sec.section_id
+                            sec.text,
+                            onto,
+                            file_name=sec.file_name,
+                            section_id=sec.section_id,
+                            tagger=shared_tagger(),
                         ).model_dump(mode="json"),
                         file_name=sec.file_name,
                         chunk_id=sec.section_id,

@@ -34,6 +34,7 @@ from fantasy_kg.domain.graph.evaluation import (
 from fantasy_kg.domain.graph.names import name_keys
 from fantasy_kg.domain.schemas import Ontology, load_ontology, parse_extraction
 from fantasy_kg.domain.sections import SectionFile, read_sections
+from fantasy_kg.nlp.tagger import shared_tagger
 from fantasy_kg.pipeline.sections import build_sections
 
 Source = Literal["gold_surfaces", "baseline"]
@@ -84,7 +85,13 @@ def baseline_results(
     results: list[ResultInput] = []
     labels: dict[tuple[str, str], str] = {}
     for sec in sections:
-        wire = extract(sec.text, ontology, file_name=sec.file_name, section_id=sec.section_id)
+        wire = extract(
+            sec.text,
+            ontology,
+            file_name=sec.file_name,
+            section_id=sec.section_id,
+            tagger=shared_tagger(),
+        )
         parsed = parse_extraction(
             wire.model_dump(mode="json"), file_name=sec.file_name, chunk_id=sec.section_id
         )

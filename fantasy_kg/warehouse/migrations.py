@@ -552,7 +552,60 @@ M005_STORY_TIME = Migration(
     ],
 )
 
-MIGRATIONS: tuple[Migration, ...] = (M001_TABLES, M002_VIEWS, M003_ANSWER_FIT, M005_STORY_TIME)
+M004_DIRECTED_NETWORK = Migration(
+    4,
+    "m004_character_network_keeps_direction",
+    [
+        # character_a is the source and character_b the target, as stored: sorting each pair
+        # alphabetically (M002) lost the direction of PARENT_OF, RULES and the like.
+        # Symmetric types are stored once, in the graph's order, and so shown once.
+        "DROP VIEW IF EXISTS character_network",
+        """
+        CREATE VIEW character_network AS
+        WITH edges AS (
+            SELECT
+                r.series,
+                r.source_id AS character_a,
+                r.target_id AS character_b,
+                r.type,
+                r.instance_count,
+                r.evidence_count,
+                r.grounded_evidence_count,
+                r.confidence
+            FROM relationships r
+            JOIN entities s ON s.series = r.series AND s.entity_id = r.source_id
+            JOIN entities t ON t.series = r.series AND t.entity_id = r.target_id
+            WHERE s.type IN ('Character', 'Person')
+              AND t.type IN ('Character', 'Person')
+              AND r.source_id <> r.target_id
+        )
+        SELECT
+            e.series,
+            e.character_a,
+            a.name AS name_a,
+            e.character_b,
+            b.name AS name_b,
+            count(*) AS relationship_count,
+            list_sort(list(DISTINCT e.type)) AS relationship_types,
+            sum(e.instance_count) AS weight,
+            sum(e.evidence_count) AS evidence_count,
+            sum(e.grounded_evidence_count) AS grounded_evidence_count,
+            max(e.confidence) AS max_confidence
+        FROM edges e
+        JOIN entities a ON a.series = e.series AND a.entity_id = e.character_a
+        JOIN entities b ON b.series = e.series AND b.entity_id = e.character_b
+        GROUP BY e.series, e.character_a, a.name, e.character_b, b.name
+        """,
+    ],
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    M001_TABLES,
+    M002_VIEWS,
+    M003_ANSWER_FIT,
+    M004_DIRECTED_NETWORK,
+    M005_STORY_TIME,
+)
 
 TABLES: tuple[str, ...] = (
     "sections",

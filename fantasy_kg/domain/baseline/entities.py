@@ -25,6 +25,8 @@ from fantasy_kg.domain.baseline.names import (
     normalize,
 )
 
+# Ranks and forms of address that are not names when they stand alone.
+_BARE_RANKS = lexicon.TITLES | {"Ruler", "Chief", "Master", "Mistress", "Madam", "Majesty"}
 # Bare capitalized spans seen once with no cue are usually sentence-initial noise.
 MIN_VOTES_ALONE = 2
 MIN_COUNT_ALONE = 2
@@ -48,6 +50,9 @@ class Entity:
     occurrences: list[Occurrence] = field(default_factory=list)
     votes: Counter[str] = field(default_factory=Counter)
     alias_cores: set[str] = field(default_factory=set)
+    # Words the section writes in lowercase: "Friend Scarecrow", "Tiny Trot" are a common word
+    # glued to a name, when the bare name is far more frequent.
+    vocabulary: frozenset[str] = frozenset()
 
     @property
     def first(self) -> int:
@@ -65,10 +70,16 @@ class Entity:
             forms[occ.core] += 1
             first_seen.setdefault(occ.core, occ.start)
             epithet[occ.core] = epithet.get(occ.core, True) and occ.the
+
+        def glued(form: str) -> bool:
+            head, _, tail = form.partition(" ")
+            return head.lower() in self.vocabulary and forms.get(tail, 0) > 4 * forms[form]
+
         return min(
             forms,
             key=lambda f: (
                 f in self.alias_cores,
+                glued(f),
                 epithet[f] and self.kind == PERSON,
                 -len(f.split(" ")) if self.kind == PERSON else 0,
                 -forms[f],
@@ -114,6 +125,8 @@ def build_entities(
     alias_links: list[tuple[int, int]],
     type_kind: dict[str, str],
     vocabulary: frozenset[str] = frozenset(),
+    *,
+    tagged: bool = False,
 ) -> tuple[list[Entity], list[Entity | None]]:
     """Group occurrences into entities.
 
@@ -124,6 +137,8 @@ def build_entities(
         alias_links: ``(name_index, alias_index)`` pairs from alias introductions.
         type_kind: Ontology type name → internal kind, for gazetteer entities.
         vocabulary: Words the section writes in lowercase (common words, not given names).
+        tagged: Whether a learned tagger ran: then an entity it found even once is kept, and
+            one it never found must still read as a name (see :func:`_name_like`).
 
     Returns:
         The entities (in order of first mention) and, for each occurrence, its entity or
@@ -217,7 +232,7 @@ def build_entities(
         root = group
         ent = entities.get(root)
         if ent is None:
-            ent = Entity(key=root, alias_cores=alias_cores)
+            ent = Entity(key=root, alias_cores=alias_cores, vocabulary=vocabulary)
             gaz = gaz_of_root.get(root)
             if gaz:
                 entry = gazetteer.entries[gaz[2:]]
@@ -236,12 +251,37 @@ def build_entities(
             kept.append(ent)
         elif _plural_of_name(ent, word_index):
             continue  # "the two Tomases": a plural of names, not an entity
+        elif tagged and all(o.core.rstrip(".") in _BARE_RANKS for o in ent.occurrences):
+            continue  # "the Prince", "the Ruler": a rank alone names nobody in particular
+        elif tagged and any(o.tagged for o in ent.occurrences):
+            kept.append(ent)  # the tagger is confident, however often the name occurs
+        elif tagged and not _name_like(ent, vocabulary):
+            # Capitalized, never tagged, no structural cue (a title, a head noun such as "the
+            # Nome King", "the city of X"), and a common word: "Fate smiled" is not a name.
+            continue
         elif _significant(ent, group_count[ent.key], ent.key in group_multi):
             kept.append(ent)
     kept_keys = {e.key for e in kept}
     per_occ = [e if e is not None and e.key in kept_keys else None for e in per_occ]
     kept.sort(key=lambda e: e.first)
     return kept, per_occ
+
+
+def _name_like(ent: Entity, vocabulary: frozenset[str]) -> bool:
+    """Whether an entity the tagger never found still reads as a name.
+
+    A structural cue (title, head noun, "the city of X") is enough. Otherwise it must be
+    capitalized mid-sentence at least twice and either be a word the section never writes in
+    lowercase ("Toto") or be used as an epithet with "the" ("the Scarecrow", "the Tin Woodman");
+    "Fate" and "Truth", written in lowercase elsewhere and never with "the", are not names.
+    """
+    occs = ent.occurrences
+    if any(o.head_kind or o.title or o.place_noun for o in occs):
+        return True
+    if sum(1 for o in occs if not o.initial) < 2:
+        return False
+    first_words = {o.core.split(" ")[0].lower() for o in occs}
+    return bool(first_words - vocabulary) or sum(1 for o in occs if o.the) >= 2
 
 
 def _plural_of_name(ent: Entity, word_index: dict[str, set[str]]) -> bool:
@@ -288,6 +328,10 @@ def _resolve(
         cands = [r for r in last_seen if kind_of(r) == head_kind and word in root_words.get(r, ())]
         return _nearest(cands, occ, last_seen, first_pos) if cands else None
     cands = sorted(word_index.get(word, set()) - {own})
+    # A bare name said before any full name containing it is its own entity: "Trot" and "the
+    # Ork" are two characters long before a song called "Ork Trot" turns up.
+    own_first = first_pos.get(own, [occ.start])[0]
+    cands = [c for c in cands if first_pos.get(c, [own_first])[0] < own_first]
     if not cands:
         return own
     own_kind = kind_of(own)

@@ -30,6 +30,8 @@ from fantasy_kg.domain.baseline.names import (
     find_occurrences,
     normalize,
 )
+from fantasy_kg.domain.baseline.tagged import apply_tags
+from fantasy_kg.domain.baseline.tagging import Tagger
 from fantasy_kg.domain.baseline.text import (
     Sentences,
     initial_positions,
@@ -195,6 +197,7 @@ def extract(
     *,
     file_name: str = "",
     section_id: str = "",
+    tagger: Tagger | None = None,
 ) -> WireExtractionResult:
     """Extract entities, relationships and schema proposals from one section.
 
@@ -203,6 +206,8 @@ def extract(
         ontology: The series ontology; the generic default when ``None``.
         file_name: Section file name, quoted in proposal rationales.
         section_id: Section id, quoted in proposal rationales.
+        tagger: The learned entity tagger (spans and types of names); ``None`` runs the rules
+            alone.
 
     Returns:
         A :class:`WireExtractionResult` in which every evidence quote is a verbatim substring of
@@ -215,6 +220,8 @@ def extract(
     # Names are looked for outside headings; quotes and cues still read the real text.
     scan = mask_headings(text)
     occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
+    if tagger is not None:
+        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
     sent_of = [sentences.index_of(o.start) for o in occs]
 
     alias_links: list[tuple[int, int]] = []
@@ -230,7 +237,13 @@ def extract(
                 break
 
     entities, per_occ = build_entities(
-        text, occs, view.gazetteer, alias_links, view.type_kind, vocabulary
+        text,
+        occs,
+        view.gazetteer,
+        alias_links,
+        view.type_kind,
+        vocabulary,
+        tagged=tagger is not None,
     )
 
     typed: dict[str, str] = {}
@@ -519,3 +532,32 @@ def _entity_confidence(ent: Entity) -> float:
 
 
 __all__ = ["OntologyView", "extract", "normalize"]
+
+
+_KIND_LABEL = {PERSON: "PER", PLACE: "LOC", ORG: "ORG", ARTIFACT: "VEH"}
+
+
+def rule_spans(
+    text: str, ontology: Ontology | None = None, tagger: Tagger | None = None
+) -> list[tuple[int, int, str]]:
+    """The name spans the extractor keeps as entity mentions, with a LitBank-style label.
+
+    Used to score the extractor on LitBank next to the bare tagger (places are labelled
+    ``LOC``; only the place group, not LOC/GPE/FAC, is comparable).
+    """
+    view = _view(ontology if ontology is not None else default_ontology())
+    sentences = split_sentences(text)
+    initials = initial_positions(text, sentences)
+    vocabulary = lowercase_vocabulary(text)
+    scan = mask_headings(text)
+    occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
+    if tagger is not None:
+        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
+    _, per_occ = build_entities(
+        text, occs, view.gazetteer, [], view.type_kind, vocabulary, tagged=tagger is not None
+    )
+    out = []
+    for occ, ent in zip(occs, per_occ, strict=True):
+        if ent is not None and ent.kind in _KIND_LABEL:
+            out.append((occ.start, occ.end, _KIND_LABEL[ent.kind]))
+    return out

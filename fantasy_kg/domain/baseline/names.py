@@ -74,6 +74,8 @@ class Occurrence:
     lead: int = -1
     initial: bool = False
     votes: Counter[str] = field(default_factory=Counter)
+    # The kind the learned tagger gave this span ("" when untagged or no tagger ran).
+    tagged: str = ""
 
     @property
     def tokens(self) -> list[str]:
@@ -212,6 +214,16 @@ def _lead(text: str, occ: Occurrence) -> None:
     occ.lead = lead
 
 
+_SENTENCE_OPENERS = frozenset(
+    {
+        "Meantime", "Meanwhile", "Tomorrow", "Today", "Tonight", "Yesterday", "Instantly",
+        "Suddenly", "Presently", "Afterward", "Afterwards", "Finally", "Perhaps", "Soon",
+        "Then", "Now", "Once", "Still", "Yet", "Here", "There", "Thus", "Hence", "Indeed",
+        "Surely", "Truly", "Quickly", "Slowly", "Immediately", "Evidently", "Fortunately",
+        "Unfortunately", "Luckily", "Later", "Next", "Again", "Also", "Besides", "Dragging",
+        "Friend", "Dear", "Poor",
+    }
+)  # fmt: skip
 _HEADS = lexicon.PLACE_HEADS | lexicon.ORG_HEADS | lexicon.ARTIFACT_HEADS | lexicon.EVENT_TAIL_HEADS
 
 _POSSESSIVE_GAP_RE = re.compile(r"['’]s[ \t]+$")
@@ -305,6 +317,10 @@ def _occurrences_from_tokens(
             and not _is_connector(tok.text)
         ):
             run.append(tok)  # "Cinder Ford lay...": a common word before a head noun is a name
+            continue
+        if not run and tok.start in initials and tok.text in _SENTENCE_OPENERS:
+            # "Meantime Rinkitink", "Tomorrow Uncle Henry": an adverb that opens the sentence,
+            # not the first word of a name (even where the section never writes it lowercase).
             continue
         if not _is_connector(tok.text) and _is_noise(tok, initials, vocabulary, midcaps):
             if run:

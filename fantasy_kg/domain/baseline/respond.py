@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from fantasy_kg.domain.baseline.extractor import extract
+from fantasy_kg.domain.baseline.tagging import Tagger
 from fantasy_kg.domain.prompts import ParsedPrompt, parse_prompt
 from fantasy_kg.domain.schemas import WireExtractionResult
 
@@ -76,17 +77,23 @@ def extraction_request(params: dict[str, Any]) -> ParsedPrompt | None:
     return parsed if wants_json else None
 
 
-def baseline_extraction(parsed: ParsedPrompt) -> WireExtractionResult:
-    """The baseline extractor's whole answer for a parsed extraction prompt."""
+def baseline_extraction(parsed: ParsedPrompt, tagger: Tagger | None = None) -> WireExtractionResult:
+    """The baseline extractor's whole answer for a parsed extraction prompt.
+
+    Args:
+        parsed: The parsed extraction prompt.
+        tagger: The learned entity tagger the integration layer injects (rules alone if None).
+    """
     return extract(
         parsed.text,
         parsed.ontology,
         file_name=", ".join(parsed.book_names),
         section_id=parsed.section_id,
+        tagger=tagger,
     )
 
 
-def respond(params: dict[str, Any]) -> dict[str, Any]:
+def respond(params: dict[str, Any], tagger: Tagger | None = None) -> dict[str, Any]:
     """Answer one Messages request body with the baseline's whole answer.
 
     The answer is never shortened to fit ``max_tokens``: like Claude, the local backend writes
@@ -96,6 +103,7 @@ def respond(params: dict[str, Any]) -> dict[str, Any]:
 
     Args:
         params: The request body (``system``, ``messages``, ``output_config``, ...).
+        tagger: The learned entity tagger (see :func:`baseline_extraction`).
 
     Returns:
         ``{"text": ..., "stop_reason": "end_turn"}``; usage and the cut are the server's business.
@@ -103,7 +111,7 @@ def respond(params: dict[str, Any]) -> dict[str, Any]:
     parsed = extraction_request(params)
     if parsed is None:
         return {"text": BASELINE_NOTICE, "stop_reason": "end_turn"}
-    return {"text": render(baseline_extraction(parsed)), "stop_reason": "end_turn"}
+    return {"text": render(baseline_extraction(parsed, tagger)), "stop_reason": "end_turn"}
 
 
 def render(result: WireExtractionResult) -> str:

@@ -49,7 +49,7 @@ from fantasy_kg.domain.graph.resolution import (
     person_types,
     resolve_entities,
 )
-from fantasy_kg.domain.schemas import ExtractionResult, Ontology
+from fantasy_kg.domain.schemas import EntityInstance, ExtractionResult, Ontology
 from fantasy_kg.domain.sections import SectionFile
 
 _Where = tuple[int | None, str | None, str | None, int | None, int | None]
@@ -264,6 +264,7 @@ class _Builder:
         grounding = self.config.grounding
         local: dict[str, int] = {}
         local_keys: dict[str, int] = {}
+        claimed = self._claim_occurrences(pos, item.result.entities)
         for order, ent in enumerate(item.result.entities):
             rec_pos = pos
             for m in ent.mentions:
@@ -295,13 +296,30 @@ class _Builder:
             local.setdefault(ent.id, idx)
             local_keys.setdefault(id_key(ent.id), idx)
             seen: set[tuple[int, str]] = set()
+            added = 0
             for m in ent.mentions:
                 surface = m.text or ent.name
                 mpos = self.by_file.get(m.file_name, rec_pos)
                 if (mpos, surface) in seen:
                     continue
                 seen.add((mpos, surface))
-                self._add_mention(idx, ent.id, surface, mpos, item.custom_id, prov, grounding)
+                spans = claimed.get((order, surface)) if mpos == pos else None
+                if spans:
+                    for start, end in spans:
+                        found = Grounding("exact", start, end, 100.0)
+                        self._add_mention(idx, ent.id, surface, mpos, item.custom_id, prov, found)
+                    added += len(spans)
+                elif spans is None:
+                    found = self._ground(mpos, surface, "mention", grounding)
+                    self._add_mention(idx, ent.id, surface, mpos, item.custom_id, prov, found)
+                    added += 1
+            if not added and ent.mentions:
+                # Every occurrence went to another entity of the answer with the same name:
+                # keep one mention so this entity stays grounded where it was said.
+                first = ent.mentions[0]
+                surface, mpos = first.text or ent.name, self.by_file.get(first.file_name, rec_pos)
+                found = self._ground(mpos, surface, "mention", grounding)
+                self._add_mention(idx, ent.id, surface, mpos, item.custom_id, prov, found)
             if self.entity_type_names and ent.type not in self.entity_type_names:
                 self.proposals.add(
                     proposal_type="new_entity_type",
@@ -390,6 +408,42 @@ class _Builder:
     def _ground(self, pos: int, needle: str, kind: Any, config: GroundingConfig) -> Grounding:
         return self._text(pos).ground(needle, kind, config)
 
+    def _claim_occurrences(
+        self, pos: int, entities: Sequence[EntityInstance]
+    ) -> dict[tuple[int, str], list[tuple[int, int]]]:
+        """Every occurrence of every entity surface in the section, each given to one entity.
+
+        Longer surfaces claim first, so "Dorothy" inside "Dorothy Gale" is not counted twice;
+        when two entities of one answer give the same surface, the first one claims it (the
+        other keeps its surface, with no occurrence of its own). A surface that has no exact
+        occurrence is absent from the result and is grounded once, as before (normalized or
+        fuzzy); one whose every occurrence was claimed by others maps to an empty list.
+
+        Returns:
+            ``(entity order, surface)`` → the occurrences' ``(start, end)`` in the section.
+        """
+        text = self._text(pos)
+        wanted: list[tuple[int, int, str]] = []  # (-len, order, surface)
+        for order, ent in enumerate(entities):
+            surfaces = {
+                m.text or ent.name
+                for m in ent.mentions
+                if self.by_file.get(m.file_name, pos) == pos
+            }
+            wanted.extend((-len(s), order, s) for s in surfaces if s.strip())
+        taken = bytearray(len(text.text) + 1)
+        out: dict[tuple[int, str], list[tuple[int, int]]] = {}
+        for _, order, surface in sorted(wanted):
+            found = text.occurrences(surface)
+            if not found:
+                continue
+            mine = out.setdefault((order, surface), [])
+            for start, end in found:
+                if not any(taken[start:end]):
+                    taken[start:end] = b"\x01" * (end - start)
+                    mine.append((start, end))
+        return out
+
     def _add_mention(
         self,
         record: int,
@@ -398,9 +452,8 @@ class _Builder:
         pos: int,
         custom_id: str,
         prov: RequestProvenance | None,
-        config: GroundingConfig,
+        g: Grounding,
     ) -> None:
-        g = self._ground(pos, surface, "mention", config)
         book_no, book, book_file, start, end = self._where(pos, g)
         sec = self.sections[pos]
         self.mentions.append(
@@ -587,8 +640,13 @@ class _Builder:
             recs = [self.entity_records[m] for m in members]
             mrows = [self.mentions[i] for i in mentions_of.get(ci, [])]
             grounded = sum(1 for r in mrows if r.status in GROUNDED_STATUSES)
+            # Section coordinates, not book ones: a section that spans two books has book
+            # offsets that restart at 0 in the second book.
             order_key = [
-                (r.section_number, r.char_start if r.char_start is not None else 1 << 60)
+                (
+                    r.section_number,
+                    r.section_char_start if r.section_char_start is not None else 1 << 60,
+                )
                 for r in mrows
             ]
             first_m = mrows[min(range(len(mrows)), key=order_key.__getitem__)] if mrows else None
@@ -680,11 +738,13 @@ class _Builder:
         first: dict[str, int] = {}
         kinds[canonical].add("canonical")
         for rec in recs:
-            forms: dict[str, str] = {rec.name: "name"}
+            # An alias is a name, not a place in the text: a hard-wrapped surface
+            # ("Tin\nWoodman") is stored as it reads, on one line.
+            forms: dict[str, str] = {_one_line(rec.name): "name"}
             for a in rec.aliases:
-                forms.setdefault(a, "alias")
+                forms.setdefault(_one_line(a), "alias")
             for s in rec.surfaces:
-                forms.setdefault(s, "mention")
+                forms.setdefault(_one_line(s), "mention")
             for surface, kind in forms.items():
                 kinds[surface].add(kind)
                 counts[surface] += 1
@@ -692,10 +752,11 @@ class _Builder:
                 first.setdefault(surface, rec.section_pos)
         first_book: dict[str, tuple[int | None, str | None]] = {}
         for row in mrows:
-            if row.surface not in first_book and first.get(row.surface) is not None:
-                fsec = self.sections[first[row.surface]]
+            line = _one_line(row.surface)
+            if line not in first_book and first.get(line) is not None:
+                fsec = self.sections[first[line]]
                 if row.section_id == fsec.sid:
-                    first_book[row.surface] = (row.book_no, row.book)
+                    first_book[line] = (row.book_no, row.book)
         person = bool(recs) and recs[0].type in persons
         rows = []
         for surface in sorted(kinds, key=lambda s: (-counts[s], s)):
@@ -896,6 +957,11 @@ class _Builder:
             rejected_items=sum(1 for f in graph.failures if f.stage == "validation"),
             proposals=sum(1 for p in graph.proposals if p.status == "pending"),
         )
+
+
+def _one_line(name: str) -> str:
+    """A name with its whitespace (line breaks of hard-wrapped text) collapsed to single spaces."""
+    return " ".join(name.split())
 
 
 def build_graph(

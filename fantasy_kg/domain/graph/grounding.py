@@ -331,6 +331,30 @@ class SectionText:
                     return glued
         return _find_bounded(text, needle) if kind == "mention" else text.find(needle)
 
+    def occurrences(self, needle: str) -> list[tuple[int, int]]:
+        """Every exact, word-bounded occurrence of a name, in text order (section coordinates).
+
+        A mention is an occurrence, not a distinct surface: "Dorothy" said forty times in a
+        section is forty mentions. Only exact, case-sensitive matches count, so the count is what
+        a reader would get with a search box; a name the model wrote differently from the text is
+        still grounded once by :meth:`ground`.
+        """
+        needle = needle.strip()
+        if not needle:
+            return []
+        text = self.text
+        first_word = _CAP_WORD_RE.match(needle)
+        if first_word is not None:
+            positions = self._cap_index().get(first_word.group(), [])
+            starts = [p for p in positions if text.startswith(needle, p)]
+        else:
+            starts = []
+            idx = text.find(needle)
+            while idx >= 0:
+                starts.append(idx)
+                idx = text.find(needle, idx + 1)
+        return [(p, p + len(needle)) for p in starts if _bounded(text, p, p + len(needle))]
+
     def _normalized(self) -> tuple[str, OffsetMap]:
         if self._norm is None or self._offsets is None:
             self._norm, self._offsets = normalize_with_offsets(self.text)

@@ -34,6 +34,10 @@ _NAMED_RE = re.compile(
     r"^(?:prologue|epilogue|interlude|afterword)\b(?:\s*[:.\-\u2013\u2014]\s*(?P<title>.*))?$",
     re.IGNORECASE,
 )
+# "ON THE RIVER": a bare all-capital line as a chapter heading (no "Chapter" word, no number).
+_CAPS_HEADING_RE = re.compile(r"^[A-Z][A-Z'’\-]*(?:[ ,'’\-]+[A-Z][A-Z'’\-]*)*[!?]?$")
+# Bare capital headings count only when a book uses them as a style, not for one shout.
+_MIN_CAPS_HEADINGS = 3
 _MAX_HEADING_CHARS = 100
 _MAX_TITLE_LINE_CHARS = 70
 _MAX_HEADING_PARAGRAPH = 400  # characters, indentation included
@@ -123,8 +127,10 @@ def detect_chapters(text: str, paras: list[Paragraph] | None = None) -> list[Cha
     """
     paras = paras if paras is not None else paragraphs(text)
     chapters: list[Chapter] = []
+    caps: list[Chapter] = []
+    consumed = -1  # a title line already appended to the heading before it
     for i, para in enumerate(paras):
-        if para.end - para.start > _MAX_HEADING_PARAGRAPH:
+        if para.end - para.start > _MAX_HEADING_PARAGRAPH or i == consumed:
             continue  # cheap exit: most paragraphs are far longer than any heading
         body = text[para.start : para.end]
         lines = [line for line in body.split("\n") if line.strip()]
@@ -132,6 +138,8 @@ def detect_chapters(text: str, paras: list[Paragraph] | None = None) -> list[Cha
             continue
         found = _heading_label(lines)
         if found is None:
+            if len(lines) == 1 and _is_caps_heading(lines[0]):
+                caps.append(Chapter(title=" ".join(lines[0].split()), start=para.start))
             continue
         label, has_title = found
         if not has_title and i + 1 < len(paras):
@@ -139,8 +147,23 @@ def detect_chapters(text: str, paras: list[Paragraph] | None = None) -> list[Cha
             nxt_text = text[nxt.start : nxt.end]
             if _is_title_line(nxt_text) and _heading_label([nxt_text]) is None:
                 label = f"{label}: {' '.join(nxt_text.split())}"
+                consumed = i + 1
         chapters.append(Chapter(title=label, start=para.start))
+    if len(caps) >= _MIN_CAPS_HEADINGS:
+        chapters = sorted(chapters + caps, key=lambda c: c.start)
     return chapters
+
+
+def _is_caps_heading(line: str) -> bool:
+    """A short line in capitals that is not a shout in dialogue nor "THE END"."""
+    line = " ".join(line.split())
+    letters = sum(c.isalpha() for c in line)
+    return (
+        letters >= 4
+        and len(line) <= _MAX_TITLE_LINE_CHARS
+        and _CAPS_HEADING_RE.match(line) is not None
+        and line not in ("THE END", "FINIS", "CONTENTS", "ILLUSTRATIONS")
+    )
 
 
 def chapter_at(chapters: list[Chapter], offset: int) -> str:

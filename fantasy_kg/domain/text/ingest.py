@@ -44,6 +44,17 @@ _GUTENBERG_END_LINE_RE = re.compile(
     r"\n[ \t]*End of (?:the )?Project Gutenberg\S*(?: (?:EBook|eBook|Etext|E-text))?[^\n]*\s*\Z",
     re.IGNORECASE,
 )
+# Credit lines of a transcription are not the book's text ("Produced by X and the Online
+# Distributed Proofreading Team", "Transcribed by", "HTML version by", "E-text prepared by").
+_CREDIT_RE = re.compile(
+    r"\s*(?:(?:this\s+)?e-?(?:text|book)\s+(?:was\s+)?(?:produced|prepared|transcribed)"
+    r"|produced|transcribed|prepared|html\s+version|scanned|proofread|digiti[sz]ed)"
+    r"\b[^\n]{0,80}?\bby\b",
+    re.IGNORECASE,
+)
+# Credits sit on the title pages: look no further than this into the book.
+_CREDIT_WINDOW = 6000
+_META_TITLE_RE = re.compile(r"^Title:[ \t]*(\S[^\n]*(?:\n[ \t]+\S[^\n]*)*)", re.MULTILINE)
 # Control characters that never occur in text files (tab, LF, VT, FF, CR are allowed).
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _C1_RE = re.compile(r"[\x80-\x9f]")
@@ -62,7 +73,8 @@ class Book:
 
     Attributes:
         path: Where it was read from.
-        title: First non-empty line (txt) or the EPUB's ``dc:title``.
+        title: The Gutenberg header's ``Title:`` or the title page's first lines (txt), or the
+            EPUB's ``dc:title``.
         text: Normalized text; every book offset in the project points into it.
         encoding: What the bytes were decoded as (``utf-8``, ``cp1252``, ``epub``, ...).
         warnings: Things the user should know (e.g. a fallback encoding), one line each.
@@ -246,8 +258,8 @@ def _first_line(text: str) -> str:
     for para in iter_paragraphs(text):
         lines = [" ".join(line.split()) for line in text[para.start : para.end].split("\n")]
         lines = [line for line in lines if line and not _MARKER_LINE_RE.match(line)]
-        if not lines:
-            continue
+        if not lines or lines[0].startswith("[") or lines[0].lower().startswith("frontispiece"):
+            continue  # an illustration caption, however many lines it spans
         joined = " ".join(lines)
         if len(lines) <= 3 and len(joined) <= _MAX_TITLE_CHARS:
             return joined
@@ -255,14 +267,38 @@ def _first_line(text: str) -> str:
     return ""
 
 
+def metadata_title(text: str) -> str:
+    """The ``Title:`` of a Project Gutenberg header (before its START marker), or ``""``."""
+    start = _GUTENBERG_START_RE.search(text)
+    if start is None:
+        return ""
+    m = _META_TITLE_RE.search(text, 0, start.start())
+    return " ".join(m.group(1).split())[:200] if m else ""
+
+
+def strip_credits(text: str) -> str:
+    """Cut transcription credit paragraphs from the title pages (the first few thousand chars)."""
+    cuts: list[tuple[int, int]] = []
+    for para in iter_paragraphs(text):
+        if para.start > _CREDIT_WINDOW:
+            break
+        if _CREDIT_RE.match(text, para.start, para.end):
+            cuts.append((para.start, para.next_start))
+    for start, end in reversed(cuts):
+        text = text[:start] + text[end:]
+    return text
+
+
 def _read_txt(path: Path, raw: bytes) -> Book:
     text, encoding, notes = _decode(path, raw)
-    text = _normalize(strip_gutenberg(_normalize(text)))
+    text = _normalize(text)
+    meta_title = metadata_title(text)
+    text = _normalize(strip_credits(_normalize(strip_gutenberg(text))))
     _check_text(path, text)
     paras = paragraphs(text)
     return Book(
         path=path,
-        title=_first_line(text) or path.stem,
+        title=meta_title or _first_line(text) or path.stem,
         text=text,
         encoding=encoding,
         warnings=tuple(notes),
