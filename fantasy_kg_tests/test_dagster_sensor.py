@@ -41,8 +41,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def server(sample_data_dir: Path, clock: Clock) -> Iterator[LocalServer]:
-    """A local API that keeps every batch in progress for an hour of (injected) time."""
+def server(
+    sample_data_dir: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalServer]:
+    """A local API that keeps every batch in progress for an hour of (injected) time.
+
+    The server answers in real time while the injected clock holds the batch open; these tests
+    tick the sensor right after advancing the clock, so they need the answers computed by then.
+    The rules alone answer in milliseconds; the entity tagger's load and pass take seconds on a
+    busy machine and are not what the sensor tests are about.
+    """
+    monkeypatch.setenv("FANTASY_KG_TAGGER", "off")
     with start_local_server(
         paths.local_api_dir(sample_data_dir), clock=clock, min_processing_seconds=3600
     ) as srv:

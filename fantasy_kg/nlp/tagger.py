@@ -87,16 +87,21 @@ def named_span(ent: "Span") -> "Span | None":
     return ent.doc[start : ent.end]
 
 
-@lru_cache(maxsize=1)
 def shared_tagger() -> SpacyTagger | None:
     """The shipped tagger (loaded once per process), or ``None`` for the rules alone.
 
     ``FANTASY_KG_TAGGER=off`` switches it off (to compare with the rules, or to save the ~1 s
-    load in a process that only serves stray prompts). A missing model is not an error either:
-    the extractor then runs the rules alone, as before the tagger existed, and says so in logs.
+    load in a process that only serves stray prompts); it is read at every call. A missing model
+    is not an error either: the extractor then runs the rules alone, as before the tagger
+    existed, and says so in logs.
     """
     if os.environ.get(TAGGER_ENV, "").strip().lower() in ("off", "0", "false", "no"):
         return None
+    return _loaded_tagger()
+
+
+@lru_cache(maxsize=1)
+def _loaded_tagger() -> SpacyTagger | None:
     try:
         return SpacyTagger()
     except (FileNotFoundError, ImportError) as exc:
