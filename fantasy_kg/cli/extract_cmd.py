@@ -125,26 +125,7 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
     help="retrieve: results past the 29-day retention are resubmitted instead of failing.",
 )
 @dedicated_workspace_option()
-def extract_batch(
-    mode: str,
-    model: str | None,
-    input_dir: Path | None,
-    output_dir: Path | None,
-    series: str | None,
-    batch_id: str | None,
-    jobs_dir: Path | None,
-    poll_interval: float,
-    max_wait_hours: float,
-    max_cost: float | None,
-    backend: str,
-    max_tokens: int | None,
-    effort: str | None,
-    max_attempts: int,
-    retry_failed: bool,
-    no_followup: bool,
-    resubmit_archived: bool,
-    dedicated_workspace: bool,
-) -> None:
+def extract_batch(dedicated_workspace: bool, **options: Any) -> None:
     """Extract sections through the Message Batches API (half the real-time price).
 
     \b
@@ -157,25 +138,7 @@ def extract_batch(
     from fantasy_kg.llm.ownership import dedicated_workspace as workspace_setting
 
     with workspace_setting(dedicated_workspace):
-        _extract_batch(
-            mode,
-            model,
-            input_dir,
-            output_dir,
-            series,
-            batch_id,
-            jobs_dir,
-            poll_interval,
-            max_wait_hours,
-            max_cost,
-            backend,
-            max_tokens,
-            effort,
-            max_attempts,
-            retry_failed,
-            no_followup,
-            resubmit_archived,
-        )
+        _extract_batch(**options)
 
 
 def _extract_batch(
