@@ -49,8 +49,9 @@ CHECKS = {
 
 def test_code_location_module_loads(sample_data_dir: Path) -> None:
     module = importlib.reload(importlib.import_module("fantasy_kg.definitions"))
-    dg.Definitions.validate_loadable(module.defs)
-    graph = module.defs.resolve_asset_graph()
+    defs = module.defs()  # @dg.definitions: the import built nothing, the call builds it
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
 
 
