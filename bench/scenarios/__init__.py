@@ -9,7 +9,16 @@ import ``fantasy_kg`` lazily, inside functions, so the parent process stays smal
 import importlib
 from types import ModuleType
 
-SCENARIOS = ["sectioning", "requests", "ingestion", "end_to_end", "cost", "state", "view"]
+SCENARIOS = [
+    "sectioning",
+    "requests",
+    "ingestion",
+    "end_to_end",
+    "cost",
+    "state",
+    "view",
+    "scale_queries",
+]
 
 
 def get_scenario(name: str) -> ModuleType:
