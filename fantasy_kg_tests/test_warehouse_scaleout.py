@@ -264,3 +264,34 @@ def test_dagster_materializes_into_shards_with_described_columns_and_no_pool(
         check=False,
     )
     assert probe.stdout.strip() == "None", probe.stderr
+
+
+def test_writers_of_the_same_series_take_turns_and_a_killed_one_frees_the_series(
+    published: dict[str, Path],
+):
+    db = published["data"] / "fantasy_kg.duckdb"
+    before = _snapshot(db)
+    paused = _cli(published, SERIES, {**os.environ, WAREHOUSE_ENV: "shards", PAUSE_ENV: "600"})
+    second: subprocess.Popen[str] | None = None
+    try:
+        _wait_until(lambda: _staged(published, SERIES) == 2, [paused])
+        second = _cli(published, SERIES, {**os.environ, WAREHOUSE_ENV: "shards"})
+        # The second writer cannot stage while the first holds the series: it has not written
+        # a version of its own, however long it has been running.
+        for _ in range(30):
+            assert second.poll() is None and _staged(published, SERIES) == 2
+            time.sleep(0.1)
+        paused.send_signal(signal.SIGKILL)
+        assert paused.wait(timeout=WAIT_S) == -signal.SIGKILL
+        # The kernel released the dead writer's lock: the second one stages and publishes.
+        assert second.wait(timeout=WAIT_S) == 0, second.communicate()[1]
+    finally:
+        for p in (paused, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    after = _snapshot(db)
+    assert after != before
+    missing = run_sql(
+        db, "SELECT series, section_id FROM extraction_failures WHERE stage = 'missing'"
+    )[1]
+    assert missing == [(SERIES, "03")]

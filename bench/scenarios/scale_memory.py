@@ -75,6 +75,7 @@ def prepare(ctx: Context) -> dict[str, Any]:
     from fantasy_kg.pipeline.run import run_series
     from fantasy_kg.warehouse.load import connect
 
+    os.environ.pop("FANTASY_KG_WAREHOUSE", None)  # inputs are built in the one-file engine
     d = _dirs(ctx)
     if not (d["data"] / "extracted").is_dir():
         shutil.rmtree(d["data"], ignore_errors=True)

@@ -9,6 +9,7 @@ conversion to Python objects) and timed against
 In full mode the m002 ``entity_summary`` (correlated subqueries) is timed too, for the record.
 """
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ def prepare(ctx: Context) -> dict[str, Any]:
     """Build the synthetic warehouse once per size (cached under bench/_work/scale_queries)."""
     from fantasy_kg.warehouse.load import connect
 
+    os.environ.pop("FANTASY_KG_WAREHOUSE", None)  # this scenario measures the one-file engine
     entities, relationships = _size(ctx)
     db = _db(ctx, entities)
     if not db.exists():

@@ -75,6 +75,12 @@ class WarehouseResource(DuckDBResource):
             conn.close()
 
 
+def _location(database: str) -> str:
+    """Where the warehouse is: the DuckDB file, or the shard root in scale-out mode."""
+    root = scale_out_root(Path(database))
+    return root.location if root is not None else database
+
+
 def table_schema(table: str) -> dg.TableSchema:
     """The Dagster column schema of a warehouse table, with a description for every column.
 
@@ -221,7 +227,7 @@ def build_warehouse_assets(
             "entity_merges": summary.merges,
             "kept_apart": summary.kept_apart,
             "ontology_version": summary.ontology_version,
-            "database": dg.MetadataValue.path(duckdb.database),
+            "database": dg.MetadataValue.path(_location(duckdb.database)),
             "load_seconds": dg.MetadataValue.float(summary.seconds),
         }
         for table, count in sorted(summary.row_counts.items()):
