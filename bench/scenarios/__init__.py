@@ -18,6 +18,7 @@ SCENARIOS = [
     "state",
     "view",
     "scale_queries",
+    "scale_memory",
 ]
 
 

@@ -17,11 +17,11 @@ from dagster_duckdb import DuckDBResource
 
 from fantasy_kg.defs.keys import (
     COST_SUMMARY,
-    DUCKDB_POOL,
     EXTRACTION_BATCH,
     EXTRACTION_RESULTS,
     KNOWLEDGE_GRAPH,
     STUCK_CHECK,
+    WAREHOUSE_POOL,
 )
 from fantasy_kg.defs.outcomes import owed_jobs, section_outcomes, stuck_reason
 from fantasy_kg.defs.resources import AnthropicBatchResource
@@ -84,7 +84,7 @@ def build_checks(
         name="relationships_point_at_known_entities",
         blocking=True,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "Every relationship's source and target is an entity of the series, or the "
             "relationship is flagged as an orphan naming that endpoint."
@@ -133,7 +133,7 @@ def build_checks(
         name="no_duplicate_entity_ids",
         blocking=True,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "No two entities of the series share an id, also after case folding (entity "
             "resolution must have merged or renamed them)."
@@ -171,7 +171,7 @@ def build_checks(
         name="grounding_rate_above_floor",
         blocking=False,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             f"At least {min_grounding_rate:.0%} of mentions and evidence quotes were found in "
             "the section text (exact, normalized or fuzzy)."
@@ -236,7 +236,7 @@ def build_checks(
         name="actual_cost_within_budget",
         blocking=False,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "Dollars billed for the series' batches stay within the resource's max_cost_usd "
             "(the local backend bills nothing)."

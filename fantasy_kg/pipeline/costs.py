@@ -19,7 +19,7 @@ from fantasy_kg.domain.estimate import GUIDE_MODELS, ModelEstimate, estimate_cos
 from fantasy_kg.domain.graph.models import BatchJobRow, CostRow
 from fantasy_kg.domain.sections import read_sections
 from fantasy_kg.pipeline.graph import read_provenance
-from fantasy_kg.warehouse.load import LockWaitReport, connect, load_costs
+from fantasy_kg.warehouse.load import LockWaitReport, load_costs, writer
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,5 @@ def load_cost_report(
     Raises:
         WarehouseError: the database cannot be opened (e.g. locked by another process).
     """
-    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_lock_wait)
-    try:
+    with writer(db_path, report.series, lock_wait=lock_wait, on_wait=on_lock_wait) as conn:
         return load_costs(conn, report.series, report.batch_jobs, report.costs)
-    finally:
-        conn.close()
