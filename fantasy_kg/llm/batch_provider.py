@@ -1,16 +1,7 @@
 """``AnthropicBatchProvider``: the guide's batch client, made crash-safe and complete.
 
-The guide's workflow keeps working with only the imports changed::
-
-    provider = AnthropicBatchProvider(jobs_dir="data/batch_jobs")
-    job = await provider.create_batch(requests, output_dir, model, series_name="Oz")
-    await provider.poll_until_complete(job.id, poll_interval_seconds=60)
-    summary = await provider.process_results_to_files(job.id, ExtractionResult)
-
-The class is a facade: submission (:mod:`~fantasy_kg.llm.submission`), reconciliation
-(:mod:`~fantasy_kg.llm.reconcile`), status (:mod:`~fantasy_kg.llm.batch_status`), results
-(:mod:`~fantasy_kg.llm.batch_results`, :mod:`~fantasy_kg.llm.release`) and follow-ups
-(:mod:`~fantasy_kg.llm.followups`) share one :class:`BatchContext`. What it guarantees and why:
+A facade over submission, reconciliation, status, results (with release) and follow-ups, which
+share one :class:`BatchContext`. The guide's workflow and what the client guarantees:
 docs/architecture.md, "The batch client".
 """
 
