@@ -1,13 +1,6 @@
 """Asset checks: the promises the data makes, verified after every materialization.
 
-Blocking checks stop the run where letting downstream assets run would spread wrong data: a
-section with neither a result nor a recorded failure (something was lost, invariant 2), a
-relationship pointing at an entity that does not exist without being flagged as an orphan, two
-entities sharing one id. The grounding rate and the budget are reported with ERROR severity but do
-not block: the graph and the cost table are still correct, only worse or dearer than wanted.
-
-Every check reads data the asset wrote (files or DuckDB), never the asset's own metadata, so a
-check re-run from the UI tells the truth about the data as it is now.
+Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 from datetime import UTC, datetime

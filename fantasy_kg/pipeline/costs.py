@@ -1,13 +1,6 @@
 """Pipeline step ``costs``: what a series was estimated to cost, and what it did cost.
 
-Used by the Dagster ``cost_summary`` asset (and open to a CLI command): the pre-flight estimate
-from the section meta files (:mod:`fantasy_kg.domain.estimate`, the guide's tables) for a few
-models, the actual usage and dollars of every batch from its job file, grouped per model, backend
-and mode, at the batch rate with the real-time price beside it. :func:`load_cost_report` replaces
-the series' ``batch_jobs`` and ``costs`` rows in DuckDB, so SQL sees the same numbers.
-
-The local backend bills nothing: its rows are priced as the configured model would have been, and
-:attr:`CostReport.billed_usd` counts only batches sent to Anthropic.
+Why it works this way: docs/architecture.md, "Extraction steps".
 """
 
 from collections.abc import Sequence
