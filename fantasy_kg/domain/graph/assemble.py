@@ -46,62 +46,64 @@ class GraphAssembler:
     """
 
     def __init__(self, collector: GraphCollector) -> None:
-        self.c = collector
+        self.collected = collector
 
     def build(self, input_failures: Iterable[InputFailure]) -> KnowledgeGraph:
         """Resolve entities, deduplicate relationships and produce every table of the graph."""
-        self.c.canonical_order()
+        self.collected.canonical_order()
         related = [
             (r.source_record, r.target_record)
-            for r in self.c.rel_records
+            for r in self.collected.rel_records
             if r.source_record is not None and r.target_record is not None
         ]
         resolution = resolve_entities(
-            self.c.entity_records,
-            self.c.ontology,
+            self.collected.entity_records,
+            self.collected.ontology,
             [(a, b) for a, b in related if a is not None and b is not None],
         )
-        for row, rec in zip(self.c.mentions, self.c.mention_record, strict=True):
+        for row, rec in zip(self.collected.mentions, self.collected.mention_record, strict=True):
             row.entity_id = resolution.entity_id_of(rec)
 
         graph = KnowledgeGraph(
-            series=self.c.series,
-            ontology_version=self.c.ontology.version,
-            ontology_fingerprint=self.c.ontology.fingerprint(),
+            series=self.collected.series,
+            ontology_version=self.collected.ontology.version,
+            ontology_fingerprint=self.collected.ontology.fingerprint(),
         )
         graph.entities, graph.aliases, graph.attributes = self._entity_tables(resolution)
         graph.merges = self._merge_rows(resolution)
-        graph.mentions = self.c.mentions
+        graph.mentions = self.collected.mentions
         entity_types = {c.entity_id: c.type for c in resolution.clusters}
         graph.relationships = build_relationships(
-            self.c.series,
-            self.c.rel_records,
-            self.c.evidence,
+            self.collected.series,
+            self.collected.rel_records,
+            self.collected.evidence,
             resolution,
             entity_types,
-            self.c.ontology,
+            self.collected.ontology,
             self._rel_appearance,
             self._batch_and_version,
         )
         graph.relationships.sort(key=lambda r: r.relationship_id)
-        graph.evidence = self.c.evidence
-        graph.proposals = self.c.proposals.rows(self.c.series, self.c.ontology)
-        graph.batch_jobs = self.c.provenance.batch_job_rows(self.c.series)
-        graph.costs = self.c.provenance.cost_rows(self.c.series)
+        graph.evidence = self.collected.evidence
+        graph.proposals = self.collected.proposals.rows(
+            self.collected.series, self.collected.ontology
+        )
+        graph.batch_jobs = self.collected.provenance.batch_job_rows(self.collected.series)
+        graph.costs = self.collected.provenance.cost_rows(self.collected.series)
         graph.failures = self._failure_rows(input_failures)
         graph.sections = self._section_rows(graph.failures)
         graph.stats = self._stats(graph)
         return graph
 
     def _batch_and_version(self, custom_id: str) -> tuple[str | None, str | None]:
-        prov = self.c.prov(custom_id)
+        prov = self.collected.prov(custom_id)
         return (prov.batch_id, prov.prompt_version) if prov else (None, None)
 
     def _rel_appearance(self, rec: RelationshipRecord) -> tuple[Appearance, Appearance]:
-        sec = self.c.sections[rec.section_pos]
+        sec = self.collected.sections[rec.section_pos]
         book_no, book = sec.book_no, sec.book_title
         for ei in rec.evidence:
-            row = self.c.evidence[ei]
+            row = self.collected.evidence[ei]
             if row.status in GROUNDED_STATUSES:
                 book_no, book = row.book_no, row.book
                 break
@@ -112,16 +114,16 @@ class GraphAssembler:
         self, resolution: Resolution
     ) -> tuple[list[EntityRow], list[AliasRow], list[AttributeRow]]:
         mentions_of: dict[int, list[int]] = defaultdict(list)
-        for mi, rec in enumerate(self.c.mention_record):
+        for mi, rec in enumerate(self.collected.mention_record):
             mentions_of[resolution.cluster_of[rec]].append(mi)
-        persons = person_types(self.c.ontology)
+        persons = person_types(self.collected.ontology)
         entities: list[EntityRow] = []
         aliases: list[AliasRow] = []
         attributes: list[AttributeRow] = []
         for ci, cluster in enumerate(resolution.clusters):
             members = cluster.members
-            recs = [self.c.entity_records[m] for m in members]
-            mrows = [self.c.mentions[i] for i in mentions_of.get(ci, [])]
+            recs = [self.collected.entity_records[m] for m in members]
+            mrows = [self.collected.mentions[i] for i in mentions_of.get(ci, [])]
             grounded = sum(1 for r in mrows if r.status in GROUNDED_STATUSES)
             # Section coordinates, not book ones: a section that spans two books has book
             # offsets that restart at 0 in the second book.
@@ -134,8 +136,8 @@ class GraphAssembler:
             ]
             first_m = mrows[min(range(len(mrows)), key=order_key.__getitem__)] if mrows else None
             last_m = mrows[max(range(len(mrows)), key=order_key.__getitem__)] if mrows else None
-            first_sec = self.c.sections[recs[0].section_pos]
-            last_sec = self.c.sections[max(r.section_pos for r in recs)]
+            first_sec = self.collected.sections[recs[0].section_pos]
+            last_sec = self.collected.sections[max(r.section_pos for r in recs)]
             batch_ids: set[str] = set()
             versions: set[str] = set()
             for cid in {r.custom_id for r in recs}:
@@ -155,7 +157,7 @@ class GraphAssembler:
             source_ids = sorted({r.id for r in recs})[:MAX_LIST]
             entities.append(
                 EntityRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     entity_id=cluster.entity_id,
                     type=cluster.type,
                     name=cluster.name,
@@ -191,18 +193,18 @@ class GraphAssembler:
                 acc.setdefault((name, value), []).append(rec.section_pos)
         rows = []
         for (name, value), positions in sorted(acc.items()):
-            first = self.c.sections[min(positions)]
+            first = self.collected.sections[min(positions)]
             uniq = sorted(set(positions))
             rows.append(
                 AttributeRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     entity_id=entity_id,
                     name=name,
                     value=value,
                     instance_count=len(positions),
                     first_book_no=first.book_no,
                     first_section=first.sid,
-                    sections=[self.c.sections[p].sid for p in uniq][:MAX_LIST],
+                    sections=[self.collected.sections[p].sid for p in uniq][:MAX_LIST],
                 )
             )
         return rows
@@ -237,20 +239,20 @@ class GraphAssembler:
         for row in mrows:
             line = one_line(row.surface)
             if line not in first_book and first.get(line) is not None:
-                fsec = self.c.sections[first[line]]
+                fsec = self.collected.sections[first[line]]
                 if row.section_id == fsec.sid:
                     first_book[line] = (row.book_no, row.book)
         person = bool(recs) and recs[0].type in persons
         rows = []
         for surface in sorted(kinds, key=lambda s: (-counts[s], s)):
             pos = first.get(surface)
-            sec = self.c.sections[pos] if pos is not None else None
+            sec = self.collected.sections[pos] if pos is not None else None
             book_no, book = first_book.get(
                 surface, (sec.book_no, sec.book_title) if sec else (None, None)
             )
             rows.append(
                 AliasRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     entity_id=entity_id,
                     alias=surface,
                     alias_norm=name_keys(surface, person=person).full,
@@ -271,32 +273,32 @@ class GraphAssembler:
             right = resolution.entity_id_of(d.right)
             rows.append(
                 MergeRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     merge_no=n,
                     decision=d.decision,
                     rule=d.rule,
                     key=d.key,
                     entity_id=left,
                     other_entity_id=right if right != left else None,
-                    left_instance=self.c.entity_records[d.left].label,
-                    right_instance=self.c.entity_records[d.right].label,
+                    left_instance=self.collected.entity_records[d.left].label,
+                    right_instance=self.collected.entity_records[d.right].label,
                     detail=d.detail,
                 )
             )
         return rows
 
     def _failure_rows(self, input_failures: Iterable[InputFailure]) -> list[FailureRow]:
-        rows = list(self.c.failures)
-        done_sections = {p for p, s in enumerate(self.c.sections) if s.custom_ids}
-        for f in self.c.provenance.failures():
-            pos = self.c.by_file.get(f.file_name)
+        rows = list(self.collected.failures)
+        done_sections = {p for p, s in enumerate(self.collected.sections) if s.custom_ids}
+        for f in self.collected.provenance.failures():
+            pos = self.collected.by_file.get(f.file_name)
             if pos is None:
                 stem = f.custom_id[:-2] if f.custom_id[-2:] in ("_a", "_b") else f.custom_id
-                pos = self.c.by_stem.get(stem)
-            sec = self.c.sections[pos].file if pos is not None else None
+                pos = self.collected.by_stem.get(stem)
+            sec = self.collected.sections[pos].file if pos is not None else None
             rows.append(
                 FailureRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     custom_id=f.custom_id,
                     section_id=sec.section_id if sec else None,
                     file_name=sec.file_name if sec else (f.file_name or None),
@@ -304,19 +306,19 @@ class GraphAssembler:
                     failure_type=f.type,
                     message=f.message,
                     retryable=f.retryable,
-                    resolved=f.custom_id in self.c.results_seen or pos in done_sections,
+                    resolved=f.custom_id in self.collected.results_seen or pos in done_sections,
                     batch_id=f.batch_id,
                 )
             )
         for bad in input_failures:
-            pos = self.c.by_file.get(bad.file_name or "")
+            pos = self.collected.by_file.get(bad.file_name or "")
             if pos is None:
                 stem = bad.custom_id[:-2] if bad.custom_id[-2:] in ("_a", "_b") else bad.custom_id
-                pos = self.c.by_stem.get(stem)
-            sec = self.c.sections[pos].file if pos is not None else None
+                pos = self.collected.by_stem.get(stem)
+            sec = self.collected.sections[pos].file if pos is not None else None
             rows.append(
                 FailureRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     custom_id=bad.custom_id,
                     section_id=sec.section_id if sec else None,
                     file_name=sec.file_name if sec else bad.file_name,
@@ -325,22 +327,22 @@ class GraphAssembler:
                     message=bad.message,
                     retryable=False,
                     resolved=pos in done_sections,
-                    batch_id=(p.batch_id if (p := self.c.prov(bad.custom_id)) else None),
+                    batch_id=(p.batch_id if (p := self.collected.prov(bad.custom_id)) else None),
                 )
             )
-        for req in self.c.provenance.requests:
+        for req in self.collected.provenance.requests:
             if not req.rejected:
                 continue
-            pos = self.c.by_file.get(req.file_name)
+            pos = self.collected.by_file.get(req.file_name)
             if pos is None:
-                pos = self.c.by_stem.get(req.custom_id)
+                pos = self.collected.by_stem.get(req.custom_id)
             if pos is None:
                 continue  # another series' result
-            sec_row = self.c.sections[pos]
+            sec_row = self.collected.sections[pos]
             for kind, message in req.rejected:
                 rows.append(
                     FailureRow(
-                        series=self.c.series,
+                        series=self.collected.series,
                         custom_id=req.custom_id,
                         section_id=sec_row.sid,
                         file_name=sec_row.fname,
@@ -353,11 +355,11 @@ class GraphAssembler:
                     )
                 )
         failed_sections = {r.file_name for r in rows if r.file_name and r.stage != "validation"}
-        for s in self.c.sections:
+        for s in self.collected.sections:
             if not s.custom_ids and s.file.file_name not in failed_sections:
                 rows.append(
                     FailureRow(
-                        series=self.c.series,
+                        series=self.collected.series,
                         custom_id=s.file.stem,
                         section_id=s.sid,
                         file_name=s.file.file_name,
@@ -382,18 +384,18 @@ class GraphAssembler:
             if r.stage not in ("missing", "validation") and not r.resolved
         }
         rows = []
-        for s in self.c.sections:
+        for s in self.collected.sections:
             meta = s.file.meta
             cids = sorted(s.custom_ids)
-            prov = next((p for c in cids if (p := self.c.prov(c)) is not None), None)
+            prov = next((p for c in cids if (p := self.collected.prov(c)) is not None), None)
             if prov is None:
-                prov = self.c.prov(s.file.stem)
+                prov = self.collected.prov(s.file.stem)
             status = (
                 "extracted" if cids else ("failed" if s.file.file_name in failed else "missing")
             )
             rows.append(
                 SectionRow(
-                    series=self.c.series,
+                    series=self.collected.series,
                     section_id=s.sid,
                     section_number=meta.section,
                     file_name=s.file.file_name,
@@ -421,9 +423,9 @@ class GraphAssembler:
         return GraphStats(
             sections=len(graph.sections),
             sections_with_results=sum(1 for s in graph.sections if s.status == "extracted"),
-            result_files=self.c.result_count,
-            entity_instances=len(self.c.entity_records),
-            relationship_instances=len(self.c.rel_records),
+            result_files=self.collected.result_count,
+            entity_instances=len(self.collected.entity_records),
+            relationship_instances=len(self.collected.rel_records),
             entities=len(graph.entities),
             relationships=len(graph.relationships),
             mentions=len(graph.mentions),
