@@ -167,20 +167,19 @@ def _extract_batch(
         )
         emit(res.to_json())
         return
+    # What to extract and how: the same for submit and full, so both plan the same batches.
+    where = (input_dir, output_dir, series, model_name)
+    submit_settings: dict[str, Any] = {
+        "jobs_dir": jobs_dir,
+        "backend": backend,
+        "max_cost": max_cost,
+        "max_tokens": max_tokens,
+        "effort": effort,
+        "retry_failed": retry_failed,
+        "max_attempts": max_attempts,
+    }
     if mode == "submit":
-        jobs = extraction.submit_series(
-            input_dir,
-            output_dir,
-            series,
-            model_name,
-            jobs_dir=jobs_dir,
-            backend=backend,
-            max_cost=max_cost,
-            max_tokens=max_tokens,
-            effort=effort,
-            retry_failed=retry_failed,
-            max_attempts=max_attempts,
-        )
+        jobs = extraction.submit_series(*where, **submit_settings)
         emit(
             {
                 "batches": [
@@ -202,17 +201,8 @@ def _extract_batch(
     console = Console(stderr=True)
     with PollProgress(console) as bar:
         result = extraction.run_full(
-            input_dir,
-            output_dir,
-            series,
-            model_name,
-            jobs_dir=jobs_dir,
-            backend=backend,
-            max_cost=max_cost,
-            max_tokens=max_tokens,
-            effort=effort,
-            retry_failed=retry_failed,
-            max_attempts=max_attempts,
+            *where,
+            **submit_settings,
             poll_interval_seconds=poll_interval,
             max_wait_hours=max_wait_hours,
             on_status=bar.update,

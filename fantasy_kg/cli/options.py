@@ -67,6 +67,18 @@ def max_cost_option(what: str) -> Callable[[F], F]:
     )
 
 
+def format_option(fn: F) -> F:
+    """``--format``: how rows are printed on stdout (a table for people, csv/json for tools)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "csv", "json"]),
+        default="table",
+        show_default=True,
+        help="Output format on stdout.",
+    )(fn)
+
+
 def max_tokens_option(fn: F) -> F:
     """``--max-tokens``: the extraction requests' output budget (thinking included)."""
     return click.option(

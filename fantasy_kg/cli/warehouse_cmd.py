@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from fantasy_kg.cli.options import dir_option, file_option, mixed_backends_option
+from fantasy_kg.cli.options import dir_option, file_option, format_option, mixed_backends_option
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.graph.models import ProposalRow, column_names
@@ -201,14 +201,7 @@ def load_command(
 @click.command("sql")
 @click.argument("query")
 @file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format on stdout.",
-)
+@format_option
 @click.option(
     "--param",
     "params",
@@ -238,13 +231,7 @@ def ontology_group() -> None:
 @click.option("--series", required=True, help="Series slug.")
 @file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
 @click.option("--all", "show_all", is_flag=True, help="Include proposals already in the ontology.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option
 def proposals_command(series: str, db_path: Path | None, show_all: bool, fmt: str) -> None:
     """List a series' aggregated schema proposals, most frequent first.
 
