@@ -8,7 +8,7 @@ import pytest
 
 from fantasy_kg.domain.schemas import ExtractionResult
 from fantasy_kg.llm import AnthropicProvider, UnifiedLLMService, load_failures
-from fantasy_kg.llm.results import load_provenance
+from fantasy_kg.llm.results import PARTS_DIR, Provenance, load_provenance
 from fantasy_kg.local_api import Fault, FaultPlan, ResultOverride
 from fantasy_kg.pipeline import extraction
 from fantasy_kg_tests.llm_support import (
@@ -136,6 +136,12 @@ def test_realtime_truncation_is_split_and_merged(
     prov = load_provenance(out, first)
     assert prov is not None and prov.merged_from == [f"{first}_a", f"{first}_b"]
     assert load_failures(out) == []
+    # The halves were sent with the request's settings and say so (invariant 10).
+    for half in ("a", "b"):
+        part = Provenance.model_validate_json(
+            (out / PARTS_DIR / f"{first}_{half}.provenance.json").read_text(encoding="utf-8")
+        )
+        assert part.max_tokens == 16000 and part.effort == requests[0].meta.effort
 
 
 def test_realtime_invalid_request_is_recorded_not_retried(

@@ -9,6 +9,7 @@ batch rate).
 """
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -313,14 +314,11 @@ class UnifiedLLMService:
             half_reqs = [
                 PreparedRequest(
                     body=body,
-                    meta=RequestMeta(
+                    # The halves keep the request's effort and max_tokens: both are part of
+                    # the result's identity (invariant 10), as in the batch follow-ups.
+                    meta=dataclasses.replace(
+                        meta,
                         custom_id=str(body["custom_id"]),
-                        file_name=meta.file_name,
-                        chunk_id=meta.chunk_id,
-                        series=meta.series,
-                        section_path=meta.section_path,
-                        sha256=meta.sha256,
-                        prompt_version=meta.prompt_version,
                         split_of=meta.custom_id,
                         split_root=root,
                     ),
