@@ -109,7 +109,7 @@ def _cli(paths: dict[str, Path], series: str, env: dict[str, str]) -> subprocess
 
 def _staged(paths: dict[str, Path], series: str) -> int:
     """Version folders of a series (published or not)."""
-    folder = paths["data"] / "fantasy_kg_shards" / "series" / series
+    folder = paths["data"] / "fantasy_kg_shards" / f"series={series}"
     return len(list(folder.glob("v-*"))) if folder.exists() else 0
 
 

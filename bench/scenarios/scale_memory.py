@@ -41,7 +41,7 @@ def _shard_others(db: Path) -> None:
 
     from fantasy_kg.warehouse.schema import TABLE_SPECS
 
-    root = db.parent / f"{db.stem}_shards" / "series"
+    root = db.parent / f"{db.stem}_shards"
     tmp = db.parent / "_parts"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -58,12 +58,12 @@ def _shard_others(db: Path) -> None:
             empty = tmp / f"{spec.name}.empty.parquet"
             conn.execute(f"COPY (SELECT * FROM {spec.name} LIMIT 0) TO '{empty}' (FORMAT parquet)")
             for series in names:
-                target = root / series / version / f"{spec.name}.parquet"
+                target = root / f"series={series}" / version / f"{spec.name}.parquet"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 found = sorted((part / f"series={series}").glob("*.parquet"))
                 shutil.copyfile(found[0] if found else empty, target)
         for series in names:
-            (root / series / "CURRENT").write_text(version + "\n", encoding="utf-8")
+            (root / f"series={series}" / "CURRENT").write_text(version + "\n", encoding="utf-8")
     finally:
         conn.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -94,7 +94,7 @@ def prepare(ctx: Context) -> dict[str, Any]:
             conn.close()
         tmp.rename(d["full_db"])
     shards = d["full_db"].parent / f"{d['full_db'].stem}_shards"
-    if not (shards / "series" / "s0" / "CURRENT").exists():
+    if not (shards / "series=s0" / "CURRENT").exists():
         _shard_others(d["full_db"])
     d["empty_db"].parent.mkdir(parents=True, exist_ok=True)
     return {k: str(v) for k, v in d.items()}
@@ -131,7 +131,7 @@ def _variant(ctx: Context, db: Path, shards: bool, label: str) -> Variant:
     data = _dirs(ctx)["data"]
 
     def setup() -> None:
-        shutil.rmtree(db.parent / f"{db.stem}_shards" / "series" / SERIES, ignore_errors=True)
+        shutil.rmtree(db.parent / f"{db.stem}_shards" / f"series={SERIES}", ignore_errors=True)
 
     def run(_: None) -> dict[str, Any]:
         summary = load_series_from_files(

@@ -42,7 +42,8 @@ KEEP_SECONDS = 3600.0
 """A superseded version stays readable this long (a reader resolves pointers once, at connect)."""
 
 _POINTER = "CURRENT"
-_SERIES_DIR = "series"
+_PREFIX = "series="
+"""Series folders are Hive-style partitions, so a filter on ``series`` opens only its files."""
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _REMOTE = re.compile(r"^[a-z][a-z0-9+]*://")
 
@@ -62,7 +63,7 @@ class ShardRoot:
         """The folder (or prefix) of one series; the slug is checked so it cannot escape."""
         if not _SLUG.match(series) or ".." in series:
             raise ConfigError(f"series {series!r} is not a valid warehouse shard name")
-        return f"{self.location.rstrip('/')}/{_SERIES_DIR}/{series}"
+        return f"{self.location.rstrip('/')}/{_PREFIX}{series}"
 
 
 def scale_out_selected() -> bool:
@@ -101,29 +102,30 @@ def _sql_str(text: str) -> str:
 
 def published(root: ShardRoot, conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Series → its published version folder, each pointer read once (the reader's snapshot)."""
-    base = f"{root.location.rstrip('/')}/{_SERIES_DIR}"
+    base = root.location.rstrip("/")
     out: dict[str, str] = {}
     if not root.remote:
         if not os.path.isdir(base):
             return out
-        for series in sorted(os.listdir(base)):
-            pointer = os.path.join(base, series, _POINTER)
+        for name in sorted(os.listdir(base)):
+            if not name.startswith(_PREFIX):
+                continue
             try:
-                with open(pointer, encoding="utf-8") as fh:
+                with open(os.path.join(base, name, _POINTER), encoding="utf-8") as fh:
                     version = fh.read().strip()
             except FileNotFoundError:
                 continue  # never published (or its first load was killed)
             if version:
-                out[series] = f"{base}/{series}/{version}"
+                out[name[len(_PREFIX) :]] = f"{base}/{name}/{version}"
         return out
     rows = conn.execute(
-        "SELECT filename, content FROM read_text(?)", [f"{base}/*/{_POINTER}"]
+        "SELECT filename, content FROM read_text(?)", [f"{base}/{_PREFIX}*/{_POINTER}"]
     ).fetchall()
     for filename, content in rows:
-        series = str(filename).rstrip("/").split("/")[-2]
+        name = str(filename).rstrip("/").split("/")[-2]
         version = str(content).strip()
-        if version:
-            out[series] = f"{base}/{series}/{version}"
+        if version and name.startswith(_PREFIX):
+            out[name[len(_PREFIX) :]] = f"{base}/{name}/{version}"
     return dict(sorted(out.items()))
 
 
@@ -141,7 +143,12 @@ def open_catalog(root: ShardRoot) -> duckdb.DuckDBPyConnection:
             files = [f"{folder}/{spec.name}.parquet" for folder in versions.values()]
             if files:
                 listing = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-                source = f"read_parquet({listing}, union_by_name = true)"
+                # Hive partitions: a filter on series opens only that series' files. Every file
+                # of a table has the same columns (one schema version), so no union_by_name.
+                source = (
+                    f"read_parquet({listing}, hive_partitioning = true, "
+                    "hive_types_autocast = false)"
+                )
                 conn.execute(f"CREATE VIEW {spec.name} AS {cast_select(spec, source)}")
             else:
                 conn.execute(create_table_sql(spec))
