@@ -257,3 +257,35 @@ def describe(table: str) -> dict[str, Any]:
     """A table's description and columns as plain data (docs, tests)."""
     spec = SPEC_BY_TABLE[table]
     return {"table": spec.name, "doc": spec.doc, "columns": column_docs(table)}
+
+
+def columns_markdown() -> str:
+    """Every table's columns with type and description, as the Markdown of docs/warehouse.md.
+
+    Rendered from the same declarations as the DDL and the Dagster column schema, so the page
+    cannot drift from the warehouse (a test compares it with the committed page).
+    """
+    out: list[str] = []
+    for spec in sorted(SPEC_BY_TABLE.values(), key=lambda s: s.name):
+        out += [
+            f"### `{spec.name}`",
+            "",
+            spec.doc,
+            "",
+            "| column | type | meaning |",
+            "|---|---|---|",
+        ]
+        out += [f"| `{c.name}` | {c.type} | {c.doc} |" for c in spec.columns]
+        out.append("")
+    return "\n".join(out)
+
+
+COLUMNS_START = "<!-- columns:start (scripts/warehouse_columns.py) -->"
+COLUMNS_END = "<!-- columns:end -->"
+
+
+def with_columns_markdown(page: str) -> str:
+    """``page`` with the block between the column markers replaced by :func:`columns_markdown`."""
+    head, _, rest = page.partition(COLUMNS_START)
+    _, _, tail = rest.partition(COLUMNS_END)
+    return f"{head}{COLUMNS_START}\n\n{columns_markdown()}\n{COLUMNS_END}{tail}"
