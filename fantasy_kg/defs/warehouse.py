@@ -1,14 +1,8 @@
 """Asset group ``warehouse``: one series' knowledge graph and cost summary, loaded into DuckDB.
 
-Thin wiring over :func:`fantasy_kg.pipeline.graph.load_series_from_files` (grounding, entity
-resolution, relationship dedupe, one-transaction load; the same function as ``fantasy-kg load``)
-and :mod:`fantasy_kg.pipeline.costs`. Both replace exactly their series' rows, so re-materializing
-an unchanged partition leaves every fact table identical.
-
-Every step that opens the DuckDB file runs in the ``duckdb_writer`` pool: DuckDB allows one
-read-write process per file, so two partitions materialized at once must take turns. In scale-out
-mode (``FANTASY_KG_WAREHOUSE=shards``) there is no pool: :class:`WarehouseResource` opens the
-catalog of published series and each load publishes only its own series.
+Thin wiring over :func:`fantasy_kg.pipeline.graph.load_series_from_files` and
+:mod:`fantasy_kg.pipeline.costs`; both replace exactly their series' rows. Pools and scale-out
+mode: docs/architecture.md, "Warehouse".
 """
 
 from collections.abc import Callable, Iterator

@@ -1,15 +1,8 @@
 """Load a series' knowledge graph into DuckDB: one transaction, exactly that series' rows.
 
-``load_series`` runs ``BEGIN; DELETE ... WHERE series = ?; INSERT ...; COMMIT`` over every table,
-so re-loading a series never duplicates rows, loading another series never touches it, and a crash
-anywhere before ``COMMIT`` (an exception, SIGKILL, a full disk) leaves the previous state: DuckDB
-rolls back an uncommitted transaction, and its WAL replays only committed ones.
-
-Bulk insert: ``executemany`` costs about a millisecond per row in DuckDB, far too slow for millions
-of mentions, and the project does not depend on pandas or pyarrow. Each table's rows are streamed
-to a temporary newline-delimited JSON file (one array per row) and inserted with a single
-``INSERT ... SELECT ... FROM read_json_objects(?)`` whose casts come from the table's own column
-types, which loads a few hundred thousand rows per second with bounded Python memory.
+Re-loading never duplicates rows, another series is never touched, and a crash before ``COMMIT``
+leaves the previous state. Why and how (bulk insert through JSON files): docs/architecture.md,
+"Warehouse".
 """
 
 import contextlib

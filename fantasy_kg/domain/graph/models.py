@@ -1,14 +1,8 @@
 """The knowledge graph of one series as plain row tables, ready to be bulk-loaded.
 
-Every class here is one warehouse table and its only declaration: each field carries its DuckDB
-type and description (``Annotated[T, Col(...)]``), from which the warehouse derives the DDL, the
-load casts and the Dagster column schema. Slotted dataclasses, not pydantic models: a large
-series has millions of mention rows, and the inputs were validated when the files were parsed.
-
-Every fact row carries its provenance: the section it came from (``section_id`` and
-``section_number``), the book (``book_no``, ``book``, ``book_file``) and the request that produced
-it (``custom_id``, ``batch_id``, ``prompt_version``, ``backend``, ``model``), so any fact joins
-back to its text and to the batch and prompt version that paid for it.
+Every class here is one warehouse table and its only declaration (type and description per
+field); the DDL, load casts and Dagster column schema derive from it. Provenance columns and the
+choice of slotted dataclasses: docs/architecture.md, "Warehouse".
 """
 
 from dataclasses import dataclass, field, fields
