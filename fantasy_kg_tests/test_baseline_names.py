@@ -85,3 +85,13 @@ def test_a_name_typed_person_and_place_takes_the_majority_type() -> None:
     res = resolve_entities(close, default_ontology("x"))
     assert res.entity_id_of(0) != res.entity_id_of(5)
     assert any(d.rule == "type_conflict" for d in res.decisions)
+
+
+def test_role_phrases_of_different_people_do_not_share_a_key() -> None:
+    # Without its title, "King of Ev" and "Queen of Ev" both reduce to "of ev".
+    recs = _records(
+        ("King of Ev", "Character", 2), ("Queen of Ev", "Character", 2), ("Ev", "Location", 2)
+    )
+    res = resolve_entities(recs, default_ontology("x"))
+    assert res.entity_id_of(0) == res.entity_id_of(1) != res.entity_id_of(2)
+    assert res.entity_id_of(2) != res.entity_id_of(4)

@@ -287,19 +287,32 @@ def _match_rule(
 def _surface_keys(ent: EntityRecord, person: bool) -> list[tuple[str, NameKeys]]:
     """``(kind, keys)`` for the name, the id, the aliases and the mention surfaces."""
     out = [
-        ("name", name_keys(ent.name, person=person)),
-        ("id", name_keys(ent.id.replace("_", " "), person=person)),
+        ("name", _keys(ent.name, person)),
+        ("id", _keys(ent.id.replace("_", " "), person)),
     ]
     seen = {ent.name}
     for alias in ent.aliases:
         if alias not in seen:
             seen.add(alias)
-            out.append(("alias", name_keys(alias, person=person)))
+            out.append(("alias", _keys(alias, person)))
     for surface in ent.surfaces:
         if surface and surface not in seen:
             seen.add(surface)
-            out.append(("alias", name_keys(surface, person=person)))
+            out.append(("alias", _keys(surface, person)))
     return out
+
+
+def _keys(name: str, person: bool) -> NameKeys:
+    """Name keys; a person's role phrase keeps its title ("Queen of Ev" is not "of Ev").
+
+    Stripping the title of "King of Ev", "Queen of Ev" and "Prince of Ev" leaves the same key
+    "of ev" for three people, and "Wizard of Oz" would meet "Princess of Oz": a title followed
+    by "of" is the whole name.
+    """
+    keys = name_keys(name, person=person)
+    if person and keys.core.startswith("of "):
+        return name_keys(name, person=False)
+    return keys
 
 
 def resolve_entities(
