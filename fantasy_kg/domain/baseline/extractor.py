@@ -340,8 +340,6 @@ def _unstated(
 
     - Negation in the gap or in the clause before the first mention ("nor does the king of A
       rule B", "X was not the daughter of Y").
-    - A mention that is the place in a title ("the Queen of Ev and her son Evardo"): the
-      argument is the unnamed queen, not Ev.
     - The first mention is the object of a noun ("the king of A rules B", "great-granddaughter
       of A, daughter of B"): each kin or role noun attaches to its own nearest argument, so the
       cue speaks of the head noun, not of A. "The city of A" is exempt: there A is the place.
@@ -352,8 +350,6 @@ def _unstated(
     gap = text[a.end : b.lead]
     if patterns.negated(gap, patterns.clause_before(text, sentence_start, a.lead)):
         return True
-    if any(patterns.OF_TITLE_RE.search(text, o.lead, o.start) for o in (a, b)):
-        return True  # "the Queen of Ev and her son": the queen is the argument, not Ev
     if not a.place_noun and patterns.OF_OBJECT_RE.search(
         text, max(sentence_start, a.lead - 40), a.lead
     ):

@@ -447,8 +447,6 @@ CLAUSE_BREAK_RE = re.compile(r"[,;:.!?\"“”()—]|\s--\s")
 # east edge of A"): it is not the clause's subject, and an appositive after it describes the
 # head noun ("great-granddaughter of A, daughter of B" says nothing about A and B).
 OF_OBJECT_RE = re.compile(r"\b[A-Za-z-]+\s+of\s+(?:the\s+)?$")
-# The phrase of a mention ends in "of": "Queen of" + "Ev" names the queen by her realm.
-OF_TITLE_RE = re.compile(r"\bof\s+(?:the\s+)?$")
 # A kin noun used as a likeness ("like a daughter to him", "as a son of the sea").
 SIMILE_RE = re.compile(r"(?<![\w'’])(?:like|as)\s+(?:a|an|the|his|her|their)\s", re.IGNORECASE)
 # "a true daughter of", "a son of": an indefinite kin noun, figurative unless the object is a
