@@ -395,3 +395,28 @@ def test_answer_is_never_shortened_to_fit_max_tokens() -> None:
     assert answer == {"text": full, "stop_reason": "end_turn"}
     names = {e.name for e in WireExtractionResult.model_validate_json(answer["text"]).entities}
     assert {f"Zorvan{chr(97 + i)}{chr(97 + j)} Quell" for i in range(8) for j in range(8)} <= names
+
+
+def test_forms_of_address_are_not_characters() -> None:
+    from fantasy_kg.domain.baseline.tagging import TaggedSpan
+
+    text = (
+        '"Your Majesty is kind," said Curdie. His Majesty nodded. "Yes, Your Grace," said '
+        "Irene. Curdie ran. Irene smiled. Grace Poole came in, and Grace laughed."
+    )
+
+    class Tagger:
+        """Tags every capitalized run the test names, as a learned tagger might."""
+
+        def tag(self, t: str) -> list[TaggedSpan]:
+            out = []
+            for name in ("Your Majesty", "His Majesty", "Your Grace", "Curdie", "Irene"):
+                pos = t.find(name)
+                while pos >= 0:
+                    out.append(TaggedSpan(pos, pos + len(name), "PER"))
+                    pos = t.find(name, pos + 1)
+            return sorted(out, key=lambda s: s.start)
+
+    names = {e.name for e in extract(text, default_ontology(), tagger=Tagger()).entities}
+    assert {"Curdie", "Irene"} <= names
+    assert not names & {"Your Majesty", "His Majesty", "Majesty", "Your Grace"}
