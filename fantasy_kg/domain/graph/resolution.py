@@ -554,6 +554,9 @@ def resolve_entities(
 # this many times over (and there are enough of them to tell).
 DOMINANCE_RATIO = 3
 DOMINANCE_MIN = 6
+# Long names that no one leads are strays (a heading, a glued word) when the lone name has this
+# many times the instances of the largest of them.
+STRAY_RATIO = 10
 # A person/place type conflict is settled when one type has this many times the other's instances.
 MAJORITY_RATIO = 1.25
 MAJORITY_MIN = 3
@@ -623,8 +626,10 @@ def _join_dominant_names(
     ones are glued words or rare variants: the lone clusters become one entity instead of being
     dealt out to the rare long names section by section (which split the Scarecrow into three).
     That entity also takes in the one long name that clearly leads the others ("Dorothy Gale"
-    with 8 instances against "Dorothy Tries" with 2); when no long name leads (two men called
-    Tomas Reed and Tomas Vell), the long names stay apart from it and from each other.
+    with 8 instances against "Dorothy Tries" with 2). When no long name leads, the long names
+    stay apart from it and from each other, and the lone clusters are gathered only if every
+    long name is a stray (:data:`STRAY_RATIO`); otherwise (two men called Tomas Reed and Tomas
+    Vell, each named in a few sections) each lone cluster is left to the per-section choice.
 
     Returns:
         The roots of the lone clusters that were handled here.
@@ -643,11 +648,16 @@ def _join_dominant_names(
         long_total = sum(n for n, _ in sizes)
         if lone < DOMINANCE_MIN or lone < DOMINANCE_RATIO * long_total:
             continue
+        leader = sizes and sizes[0][0] >= 2 and (len(sizes) == 1 or sizes[0][0] >= 2 * sizes[1][0])
+        if not leader and sizes and lone < STRAY_RATIO * sizes[0][0]:
+            # Several full names of some weight and none leads (two men called Tomas): each
+            # section's lone name goes to the full name of its own section, as before.
+            continue
         ordered = sorted(roots, key=lambda r: members_now[r][0])
         anchor = members_now[ordered[0]][0]
         for r in ordered[1:]:
             join(anchor, members_now[r][0], "dominant_name", token)
-        if sizes and sizes[0][0] >= 2 and (len(sizes) == 1 or sizes[0][0] >= 2 * sizes[1][0]):
+        if leader:
             join(sizes[0][1], anchor, "dominant_name_full", token)
         handled.update(roots)
     return handled
