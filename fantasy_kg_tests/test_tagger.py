@@ -199,3 +199,24 @@ def test_a_name_next_to_a_verb_of_speech_is_a_person_whatever_the_model_guessed(
     spans = [(text[s.start : s.end], s.label) for s in postprocess(text, model)]
     assert spans.count(("Bessie", "PER")) == 2 and ("Jo", "PER") in spans
     assert ("Australia", "GPE") in spans
+
+
+def test_place_heads_that_come_first_and_names_without_edge_punctuation() -> None:
+    import spacy
+    from spacy.tokens import Doc, Span
+
+    from fantasy_kg.domain.baseline.tagging import retype_by_head
+    from fantasy_kg.nlp.tagger import named_span
+
+    text = "They sailed up Lake George to Fort William with George ."
+    spans = [
+        TaggedSpan(text.index("Lake"), text.index(" to"), "PER"),
+        TaggedSpan(text.index("Fort"), text.index(" with"), "PER"),
+        TaggedSpan(text.rindex("George"), text.rindex("George") + 6, "PER"),
+    ]
+    labels = [s.label for s in retype_by_head(text, spans)]
+    assert labels == ["LOC", "FAC", "PER"]  # a lone "George" stays a person
+
+    doc = Doc(spacy.blank("en").vocab, words=["to", "New", "York", ",", "then"])
+    found = named_span(Span(doc, 1, 4, label="GPE"))
+    assert found is not None and found.text == "New York"

@@ -115,19 +115,30 @@ _LOC_HEADS = frozenset(
 )  # fmt: skip
 
 
+# Place nouns that come first ("Lake George", "Mount Munch", "Fort William").
+_LOC_FIRST_HEADS = frozenset({"Lake", "Loch", "Mount", "Mt.", "Cape", "Isle", "Glen"})
+_FAC_FIRST_HEADS = frozenset({"Fort", "Port", "Castle"})
+
+
 def retype_by_head(text: str, spans: list[TaggedSpan]) -> list[TaggedSpan]:
-    """Spans of two or more words ending in a place head noun are places (FAC, GPE or LOC)."""
+    """Spans of two or more words with a place head noun are places (FAC, GPE or LOC).
+
+    The head ends the name ("Meath Street") or, for a few nouns, starts it ("Lake George").
+    """
     out = []
     for s in spans:
         words = text[s.start : s.end].split()
         head = words[-1] if len(words) > 1 else ""
+        first = words[0] if len(words) > 1 else ""
         label = s.label
         if head in _FACILITY_HEADS:
             label = "FAC"
         elif head in _GPE_HEADS:
             label = "GPE"
-        elif head in _LOC_HEADS:
+        elif head in _LOC_HEADS or first in _LOC_FIRST_HEADS:
             label = "LOC"
+        elif first in _FAC_FIRST_HEADS:
+            label = "FAC"
         out.append(TaggedSpan(s.start, s.end, label) if label != s.label else s)
     return out
 
