@@ -183,12 +183,14 @@ def test_a_name_next_to_a_verb_of_speech_is_a_person_whatever_the_model_guessed(
 
     text = (
         '"Not yet," said Jo. Then Bessie cried out. Bessie went to the window.\n'
+        "Presently Zeb said it, and Aunt Polly cried, presently.\n"
         "Imperialism in Australia demanded care. \"Go,\" the Mem Sahib said. 'Hm,' said Mr."
     )
     found = [text[s:e] for s, e in speakers(text)]
-    # A leading stopword is dropped; "demanded" is no speech verb; an epithet after "the" and a
-    # bare title are left to the model.
-    assert found == ["Jo", "Bessie"]
+    # A leading stopword, or a word the text also writes in lowercase ("presently"), is
+    # dropped, a title is not; "demanded" is no speech verb; an epithet after "the" and a bare
+    # title are left to the model.
+    assert found == ["Jo", "Bessie", "Zeb", "Aunt Polly"]
     # The model typed "Bessie" as a place twice and missed "Jo": the speech cue wins, and
     # document consistency carries the person type to every occurrence.
     model = [

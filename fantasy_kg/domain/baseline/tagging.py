@@ -158,22 +158,35 @@ _RUN = rf"(?:(?:{_ABBREVIATION}|{_CAP})[ \t]+)*{_CAP}"
 _SPEAKER_AFTER_RE = re.compile(rf"\b(?:{_SPEECH_VERBS})[ \t]+({_RUN})")
 _SPEAKER_BEFORE_RE = re.compile(rf"(?<![\w.'’-])({_RUN})[ \t]+(?:{_SPEECH_VERBS})\b")
 _DETERMINER_BEFORE_RE = re.compile(r"\b(?:the|a|an|this|that|his|her|their|our|my)[ \t]+$")
+_LOWER_WORD_RE = re.compile(r"\b[a-z][a-z'’-]*\b")
 _NOT_NAMES = lexicon.STOPWORDS | {"CHAPTER", "Chapter", "BOOK", "Book", "PART", "Part"}
 
 
 def speakers(text: str) -> list[tuple[int, int]]:
     """Character spans of names that stand next to a verb of speech ("said Jo", "Jo said").
 
-    Leading stopwords are dropped ("Then Jo said" → "Jo"), as are runs that are only a title
+    Leading stopwords are dropped ("Then Jo said" → "Jo"), and so are leading words the text also
+    writes in lowercase ("Presently Zeb said", "Friend Scarecrow said"; titles excepted, since
+    LitBank counts "Aunt Polly" as the name), as are runs that are only a title
     ("said Mr."): the title then belongs to a name the run does not reach. A run after a
     determiner ("the Mem Sahib cried") is an epithet whose bounds the model knows better.
     """
     out: list[tuple[int, int]] = []
+    lowercase: set[str] | None = None
     for rx in (_SPEAKER_AFTER_RE, _SPEAKER_BEFORE_RE):
         for m in rx.finditer(text):
             start, end = m.span(1)
             words = text[start:end].split()
-            while words and words[0].rstrip(".") in _NOT_NAMES:
+            if len(words) > 1 and lowercase is None:
+                lowercase = set(_LOWER_WORD_RE.findall(text))
+            while words and (
+                words[0].rstrip(".") in _NOT_NAMES
+                or (
+                    len(words) > 1
+                    and words[0] not in lexicon.TITLES
+                    and words[0].lower() in (lowercase or ())
+                )
+            ):
                 start = text.index(words[0], start) + len(words[0])
                 start += len(text[start:end]) - len(text[start:end].lstrip())
                 words = words[1:]
