@@ -183,14 +183,15 @@ def test_a_name_next_to_a_verb_of_speech_is_a_person_whatever_the_model_guessed(
 
     text = (
         '"Not yet," said Jo. Then Bessie cried out. Bessie went to the window.\n'
-        "Presently Zeb said it, and Aunt Polly cried, presently.\n"
+        "Presently Zeb said it, and Aunt Polly cried, presently. White Rabbit said no; the white\n"
+        "White Rabbit ran.\n"
         "Imperialism in Australia demanded care. \"Go,\" the Mem Sahib said. 'Hm,' said Mr."
     )
     found = [text[s:e] for s, e in speakers(text)]
-    # A leading stopword, or a word the text also writes in lowercase ("presently"), is
-    # dropped, a title is not; "demanded" is no speech verb; an epithet after "the" and a bare
-    # title are left to the model.
-    assert found == ["Jo", "Bessie", "Zeb", "Aunt Polly"]
+    # A leading stopword, or a word the text also writes in lowercase ("presently") in a run
+    # said once, is dropped; a title and a repeated run ("White Rabbit") are not; "demanded"
+    # is no speech verb; an epithet after "the" and a bare title are left to the model.
+    assert found == ["Jo", "Bessie", "Zeb", "Aunt Polly", "White Rabbit"]
     # The model typed "Bessie" as a place twice and missed "Jo": the speech cue wins, and
     # document consistency carries the person type to every occurrence.
     model = [

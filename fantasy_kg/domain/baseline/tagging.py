@@ -165,9 +165,10 @@ _NOT_NAMES = lexicon.STOPWORDS | {"CHAPTER", "Chapter", "BOOK", "Book", "PART", 
 def speakers(text: str) -> list[tuple[int, int]]:
     """Character spans of names that stand next to a verb of speech ("said Jo", "Jo said").
 
-    Leading stopwords are dropped ("Then Jo said" → "Jo"), and so are leading words the text also
-    writes in lowercase ("Presently Zeb said", "Friend Scarecrow said"; titles excepted, since
-    LitBank counts "Aunt Polly" as the name), as are runs that are only a title
+    Leading stopwords are dropped ("Then Jo said" → "Jo"), and, in a run the text does not
+    repeat, leading words it also writes in lowercase ("Presently Zeb said"; titles excepted,
+    since LitBank counts "Aunt Polly" as the name; "White Rabbit", said again and again, stays),
+    as are runs that are only a title
     ("said Mr."): the title then belongs to a name the run does not reach. A run after a
     determiner ("the Mem Sahib cried") is an epithet whose bounds the model knows better.
     """
@@ -179,10 +180,14 @@ def speakers(text: str) -> list[tuple[int, int]]:
             words = text[start:end].split()
             if len(words) > 1 and lowercase is None:
                 lowercase = set(_LOWER_WORD_RE.findall(text))
+            # A run the text repeats is a name as it stands ("White Rabbit said"); a one-off
+            # run may carry a sentence-initial word ("Presently Zeb said").
+            once = len(words) > 1 and text.count(text[start:end]) < 2
             while words and (
                 words[0].rstrip(".") in _NOT_NAMES
                 or (
-                    len(words) > 1
+                    once
+                    and len(words) > 1
                     and words[0] not in lexicon.TITLES
                     and words[0].lower() in (lowercase or ())
                 )
