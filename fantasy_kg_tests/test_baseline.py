@@ -81,6 +81,52 @@ def test_kinship_direction_follows_the_phrase() -> None:
     assert _entity(result, "Harrowgate").type == "Location"
 
 
+def _named_rels(result: WireExtractionResult) -> set[tuple[str, str, str]]:
+    names = {e.id: e.name for e in result.entities}
+    return {(names[r.source], r.type, names[r.target]) for r in result.relationships}
+
+
+def test_negated_statements_give_no_relationship() -> None:
+    text = (
+        "Corla Penn lived in the town of Wexmoor. Dain Holt and Brisa Holt sailed to Ostrand. "
+        "Nor does the king of Ostrand rule Wexmoor. Dain Holt did not live in Wexmoor. "
+        "It is not true that Dain Holt married Brisa Holt. "
+        "Corla Penn married Tobin Ashe, and Tobin Ashe smiled."
+    )
+    rels = _named_rels(extract(text, default_ontology()))
+    # The controls: the same cues, stated.
+    assert ("Corla Penn", "LIVES_IN", "Wexmoor") in rels
+    assert ("Corla Penn", "SPOUSE_OF", "Tobin Ashe") in rels
+    assert not any(k == "LEADS" for _, k, _ in rels)
+    assert not any("Dain Holt" in (s, t) for s, _, t in rels)
+
+
+def test_figurative_kinship_needs_a_person_as_its_object() -> None:
+    text = (
+        "Ilsa Marrow was a true daughter of Vantor, the red planet. Vantor shone that night. "
+        "Ilsa Marrow was the daughter of Lord Aubrey Marrow."
+    )
+    rels = _named_rels(extract(text, default_ontology()))
+    parents = {(s, t) for s, k, t in rels if k == "PARENT_OF"}
+    assert parents == {("Aubrey Marrow", "Ilsa Marrow")}  # a titled person is a real parent
+
+
+def test_each_kin_noun_attaches_to_its_own_argument_in_a_possessive_chain() -> None:
+    text = (
+        "Queen Neva Orrin, the great-granddaughter of Halric Orrin, daughter of Tessaly Orrin, "
+        "ruled the land. Halric Orrin and Tessaly Orrin were long dead. "
+        "The friend of Perrin Dask, the son of Ada Dask, came too. "
+        "Perrin Dask was the son of Ada Dask."
+    )
+    result = extract(text, default_ontology())
+    parents = {(s, t) for s, k, t in _named_rels(result) if k == "PARENT_OF"}
+    # "great-granddaughter of A, daughter of B" does not make B a parent of A, and "the friend
+    # of A, the son of B" is about the friend: only the last sentence states a parent.
+    assert parents == {("Ada Dask", "Perrin Dask")}
+    rel = next(r for r in result.relationships if r.type == "PARENT_OF")
+    assert rel.evidence == ["Perrin Dask was the son of Ada Dask."]
+
+
 def test_evidence_is_verbatim_and_endpoints_exist() -> None:
     text = (
         "The fortress of Kelmarch lay in the province of\nDrossway, far from the sea.\n\n"
@@ -349,3 +395,28 @@ def test_answer_is_never_shortened_to_fit_max_tokens() -> None:
     assert answer == {"text": full, "stop_reason": "end_turn"}
     names = {e.name for e in WireExtractionResult.model_validate_json(answer["text"]).entities}
     assert {f"Zorvan{chr(97 + i)}{chr(97 + j)} Quell" for i in range(8) for j in range(8)} <= names
+
+
+def test_forms_of_address_are_not_characters() -> None:
+    from fantasy_kg.domain.baseline.tagging import TaggedSpan
+
+    text = (
+        '"Your Majesty is kind," said Curdie. His Majesty nodded. "Yes, Your Grace," said '
+        "Irene. Curdie ran. Irene smiled. Grace Poole came in, and Grace laughed."
+    )
+
+    class Tagger:
+        """Tags every capitalized run the test names, as a learned tagger might."""
+
+        def tag(self, t: str) -> list[TaggedSpan]:
+            out = []
+            for name in ("Your Majesty", "His Majesty", "Your Grace", "Curdie", "Irene"):
+                pos = t.find(name)
+                while pos >= 0:
+                    out.append(TaggedSpan(pos, pos + len(name), "PER"))
+                    pos = t.find(name, pos + 1)
+            return sorted(out, key=lambda s: s.start)
+
+    names = {e.name for e in extract(text, default_ontology(), tagger=Tagger()).entities}
+    assert {"Curdie", "Irene"} <= names
+    assert not names & {"Your Majesty", "His Majesty", "Majesty", "Your Grace"}

@@ -176,3 +176,50 @@ def test_the_extractor_takes_spans_and_types_from_the_tagger() -> None:
     for ent in result.entities:
         assert all("\n" not in a for a in ent.aliases)
         assert all(m in text for m in ent.mentions)
+
+
+def test_a_name_next_to_a_verb_of_speech_is_a_person_whatever_the_model_guessed() -> None:
+    from fantasy_kg.domain.baseline.tagging import postprocess, speakers
+
+    text = (
+        '"Not yet," said Jo. Then Bessie cried out. Bessie went to the window.\n'
+        "Presently Zeb said it, and Aunt Polly cried, presently. White Rabbit said no; the white\n"
+        "White Rabbit ran.\n"
+        "Imperialism in Australia demanded care. \"Go,\" the Mem Sahib said. 'Hm,' said Mr."
+    )
+    found = [text[s:e] for s, e in speakers(text)]
+    # A leading stopword, or a word the text also writes in lowercase ("presently") in a run
+    # said once, is dropped; a title and a repeated run ("White Rabbit") are not; "demanded"
+    # is no speech verb; an epithet after "the" and a bare title are left to the model.
+    assert found == ["Jo", "Bessie", "Zeb", "Aunt Polly", "White Rabbit"]
+    # The model typed "Bessie" as a place twice and missed "Jo": the speech cue wins, and
+    # document consistency carries the person type to every occurrence.
+    model = [
+        TaggedSpan(text.index("Bessie"), text.index("Bessie") + 6, "GPE"),
+        TaggedSpan(text.rindex("Bessie"), text.rindex("Bessie") + 6, "GPE"),
+        TaggedSpan(text.index("Australia"), text.index("Australia") + 9, "GPE"),
+    ]
+    spans = [(text[s.start : s.end], s.label) for s in postprocess(text, model)]
+    assert spans.count(("Bessie", "PER")) == 2 and ("Jo", "PER") in spans
+    assert ("Australia", "GPE") in spans
+
+
+def test_place_heads_that_come_first_and_names_without_edge_punctuation() -> None:
+    import spacy
+    from spacy.tokens import Doc, Span
+
+    from fantasy_kg.domain.baseline.tagging import retype_by_head
+    from fantasy_kg.nlp.tagger import named_span
+
+    text = "They sailed up Lake George to Fort William with George ."
+    spans = [
+        TaggedSpan(text.index("Lake"), text.index(" to"), "PER"),
+        TaggedSpan(text.index("Fort"), text.index(" with"), "PER"),
+        TaggedSpan(text.rindex("George"), text.rindex("George") + 6, "PER"),
+    ]
+    labels = [s.label for s in retype_by_head(text, spans)]
+    assert labels == ["LOC", "FAC", "PER"]  # a lone "George" stays a person
+
+    doc = Doc(spacy.blank("en").vocab, words=["to", "New", "York", ",", "then"])
+    found = named_span(Span(doc, 1, 4, label="GPE"))
+    assert found is not None and found.text == "New York"

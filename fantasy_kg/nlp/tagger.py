@@ -76,15 +76,21 @@ def named_span(ent: "Span") -> "Span | None":
 
     The model is trained on names and on common-noun entities ("the village"), which teach it
     types from context; only names go on. A leading determiner is dropped when a name follows
-    ("the Scarecrow" → "Scarecrow"), as LitBank writes such names without it.
+    ("the Scarecrow" → "Scarecrow"), as LitBank writes such names without it, and so is
+    punctuation at either end.
     """
-    start = ent.start
-    while start < ent.end and ent.doc[start].lower_ in _DETERMINERS:
+    start, end = ent.start, ent.end
+    while start < end and ent.doc[start].lower_ in _DETERMINERS:
         start += 1
-    words = [t.text for t in ent.doc[start : ent.end]]
+    # A name neither starts nor ends with punctuation ("New York ," from a comma the model took in).
+    while start < end and not any(c.isalnum() for c in ent.doc[start].text):
+        start += 1
+    while end > start and not any(c.isalnum() for c in ent.doc[end - 1].text):
+        end -= 1
+    words = [t.text for t in ent.doc[start:end]]
     if not words or not is_named(words):
         return None
-    return ent.doc[start : ent.end]
+    return ent.doc[start:end]
 
 
 def shared_tagger() -> SpacyTagger | None:

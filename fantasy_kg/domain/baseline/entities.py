@@ -26,7 +26,14 @@ from fantasy_kg.domain.baseline.names import (
 )
 
 # Ranks and forms of address that are not names when they stand alone.
-_BARE_RANKS = lexicon.TITLES | {"Ruler", "Chief", "Master", "Mistress", "Madam", "Majesty"}
+_BARE_RANKS = lexicon.TITLES | {
+    "Ruler", "Chief", "Master", "Mistress", "Madam", "Majesty", "Highness", "Excellency",
+    "Lordship", "Ladyship", "Royal",
+}  # fmt: skip
+# "Your Majesty", "His Royal Highness", "Your Grace": a possessive before ranks is a form of
+# address ("Grace" and "Honor" alone may be given names).
+_ADDRESS_OWNERS = frozenset({"Your", "His", "Her", "Their", "My", "Our"})
+_ADDRESS_RANKS = _BARE_RANKS | {"Grace", "Honour", "Honor", "Worship"}
 # Bare capitalized spans seen once with no cue are usually sentence-initial noise.
 MIN_VOTES_ALONE = 2
 MIN_COUNT_ALONE = 2
@@ -251,7 +258,7 @@ def build_entities(
             kept.append(ent)
         elif _plural_of_name(ent, word_index):
             continue  # "the two Tomases": a plural of names, not an entity
-        elif tagged and all(o.core.rstrip(".") in _BARE_RANKS for o in ent.occurrences):
+        elif tagged and all(_bare_rank(o.core) for o in ent.occurrences):
             continue  # "the Prince", "the Ruler": a rank alone names nobody in particular
         elif tagged and any(o.tagged for o in ent.occurrences):
             kept.append(ent)  # the tagger is confident, however often the name occurs
@@ -265,6 +272,14 @@ def build_entities(
     per_occ = [e if e is not None and e.key in kept_keys else None for e in per_occ]
     kept.sort(key=lambda e: e.first)
     return kept, per_occ
+
+
+def _bare_rank(core: str) -> bool:
+    """Whether a name is only ranks, maybe after a possessive ("Your Royal Highness")."""
+    words = core.replace(".", "").split(" ")
+    if len(words) > 1 and words[0] in _ADDRESS_OWNERS:
+        return all(w in _ADDRESS_RANKS for w in words[1:])
+    return all(w in _BARE_RANKS for w in words)
 
 
 def _name_like(ent: Entity, vocabulary: frozenset[str]) -> bool:

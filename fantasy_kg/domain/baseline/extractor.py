@@ -266,6 +266,8 @@ def extract(
         for cue in patterns.RELATION_CUES:
             if not _cue_matches(cue, text, occs[i], occs[j], variants):
                 continue
+            if _unstated(cue, text, sentences.spans[sent_of[i]][0], occs[i], occs[j], b):
+                break  # the words match, but the sentence does not state it
             src, tgt = (b, a) if cue.reverse else (a, b)
             quote = _quote(text, sentences, sent_of[i], occs[i], occs[j])
             if _apply_cue(cue, view, typed, src, tgt, quote, rels, proposal_cues):
@@ -324,6 +326,51 @@ def _cue_matches(
     if cue.after is not None and not cue.after.match(text[b.end : b.end + 80]):
         return False
     return cue.before is None or bool(cue.before.search(text, max(0, a.lead - 30), a.lead))
+
+
+def _unstated(
+    cue: patterns.Cue,
+    text: str,
+    sentence_start: int,
+    a: Occurrence,
+    b: Occurrence,
+    b_entity: Entity,
+) -> bool:
+    """Whether a matched cue must not become a fact: negated, off its subject, or figurative.
+
+    - Negation in the gap or in the clause before the first mention ("nor does the king of A
+      rule B", "X was not the daughter of Y").
+    - The first mention is the object of a noun ("the king of A rules B", "great-granddaughter
+      of A, daughter of B"): each kin or role noun attaches to its own nearest argument, so the
+      cue speaks of the head noun, not of A. "The city of A" is exempt: there A is the place.
+    - Kinship as a likeness ("like a son to him"), or an indefinite kin noun or a "the" epithet
+      as its object ("a true daughter of Mars", "son of the Sea") when nothing else says that
+      the object is a person (the tagger, a title, a person head noun, the ontology).
+    """
+    gap = text[a.end : b.lead]
+    if patterns.negated(gap, patterns.clause_before(text, sentence_start, a.lead)):
+        return True
+    if not a.place_noun and patterns.OF_OBJECT_RE.search(
+        text, max(sentence_start, a.lead - 40), a.lead
+    ):
+        return True
+    if not patterns.KIN_TYPES.intersection(cue.types):
+        return False
+    if patterns.SIMILE_RE.search(gap):
+        return True
+    figurative = bool(patterns.INDEFINITE_KIN_RE.search(gap + " ")) or (
+        b.the and not b.title and b.head_kind != PERSON
+    )
+    return figurative and not _personal(b_entity)
+
+
+def _personal(ent: Entity) -> bool:
+    """Whether something besides the kinship cue says the entity is a person."""
+    if ent.gazetteer_id:
+        return ent.kind == PERSON
+    return ent.votes[PERSON] >= 4 or any(
+        o.tagged == PERSON or o.title or o.head_kind == PERSON for o in ent.occurrences
+    )
 
 
 def _apply_cue(

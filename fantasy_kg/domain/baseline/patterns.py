@@ -431,3 +431,41 @@ def gap_variants(gap: str) -> list[str]:
     if m:
         out.append(" " + m.group(1))
     return out
+
+
+# --- Guards: a cue matched, but the sentence does not state the relation. ---
+
+KIN_TYPES = frozenset({"PARENT_OF", "SIBLING_OF", "SPOUSE_OF"})
+# "not", "never", "nor", "no longer", "didn't": in the gap, or in the clause before the first
+# mention ("Nor does the king of A rule B", "It is not true that X married Y").
+NEGATION_RE = re.compile(
+    r"(?<![\w'’])(?:not|never|nor|neither|no|cannot)(?![\w'’])|n['’]t\b", re.IGNORECASE
+)
+# Where a clause starts, looking back from the first mention.
+CLAUSE_BREAK_RE = re.compile(r"[,;:.!?\"“”()—]|\s--\s")
+# The first mention is the object of a noun ("the king of A", "great-granddaughter of A", "the
+# east edge of A"): it is not the clause's subject, and an appositive after it describes the
+# head noun ("great-granddaughter of A, daughter of B" says nothing about A and B).
+OF_OBJECT_RE = re.compile(r"\b[A-Za-z-]+\s+of\s+(?:the\s+)?$")
+# A kin noun used as a likeness ("like a daughter to him", "as a son of the sea").
+SIMILE_RE = re.compile(r"(?<![\w'’])(?:like|as)\s+(?:a|an|the|his|her|their)\s", re.IGNORECASE)
+# "a true daughter of", "a son of": an indefinite kin noun, figurative unless the object is a
+# person by other evidence.
+INDEFINITE_KIN_RE = re.compile(
+    r"(?<![\w'’])(?:a|an)\s+(?:[a-z-]+\s+)?"
+    r"(?:daughter|son|child|heir|father|mother|parent|brother|sister|twin|sibling|"
+    r"wife|husband|bride|widow)\s+(?:of|to)\s",
+    re.IGNORECASE,
+)
+
+
+def negated(gap: str, clause_before: str) -> bool:
+    """Whether the statement between two mentions is negated (in the gap or the clause before)."""
+    return bool(NEGATION_RE.search(gap) or NEGATION_RE.search(clause_before))
+
+
+def clause_before(text: str, sentence_start: int, lead: int) -> str:
+    """The text from the start of the clause that holds the first mention up to it."""
+    before = text[sentence_start:lead]
+    breaks = list(CLAUSE_BREAK_RE.finditer(before))
+    return before[breaks[-1].end() :] if breaks else before
