@@ -7,7 +7,8 @@ is an established proper name, a dominant lone name is one entity, and a person/
 conflict goes to the clear majority.
 """
 
-from fantasy_kg.domain.graph.resolution import EntityRecord, _choose_name, resolve_entities
+from fantasy_kg.domain.graph.naming import choose_name
+from fantasy_kg.domain.graph.resolution import EntityRecord, resolve_entities
 from fantasy_kg.domain.schemas import default_ontology
 
 
@@ -28,17 +29,17 @@ def test_the_display_name_is_an_established_name_not_a_glued_word_or_a_role_phra
         ("Royal Ozma", "Character", 2),
         ("Ozma Two-Step", "Character", 1),
     )
-    assert _choose_name(recs, list(range(len(recs))), True)[1] == "Ozma"
+    assert choose_name(recs, list(range(len(recs))), True)[1] == "Ozma"
     recs = _records(
         ("Rinkitink", "Character", 3), ("Ruler of the Dominion of Rinkitink", "Character", 3)
     )
-    assert _choose_name(recs, list(range(len(recs))), True)[1] == "Rinkitink"
+    assert choose_name(recs, list(range(len(recs))), True)[1] == "Rinkitink"
     # A full name used often enough still wins over the bare first name.
     recs = _records(("Mira", "Character", 5), ("Mira Thorne", "Character", 3))
-    assert _choose_name(recs, list(range(len(recs))), True)[1] == "Mira Thorne"
+    assert choose_name(recs, list(range(len(recs))), True)[1] == "Mira Thorne"
     # Places keep their most complete name ("Land of Oz" is a name, not a role phrase).
     recs = _records(("Oz", "Location", 5), ("Land of Oz", "Location", 2))
-    assert _choose_name(recs, list(range(len(recs))), False)[1] == "Land of Oz"
+    assert choose_name(recs, list(range(len(recs))), False)[1] == "Land of Oz"
 
 
 def test_a_dominant_lone_name_is_one_entity_with_the_full_name_that_leads() -> None:

@@ -134,7 +134,9 @@ def _strip_article(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Token:
+class NameToken:
+    """A capitalized word of a name run with its offsets in the section text."""
+
     text: str
     start: int
     end: int
@@ -175,7 +177,7 @@ def find_occurrences(
         while ti < len(taken) and taken[ti][1] <= m.start():
             ti += 1
         tokens = [
-            _Token(t.group(), m.start() + t.start(), m.start() + t.end())
+            NameToken(t.group(), m.start() + t.start(), m.start() + t.end())
             for t in _TOKEN_RE.finditer(m.group())
         ]
         # Drop the parts a gazetteer hit already covers; keep capitalized remainders.
@@ -191,15 +193,15 @@ def find_occurrences(
     occurrences = _join_possessive_epithets(text, occurrences)
     for occ in occurrences:
         occ.initial = occ.start in initials
-        _lead(text, occ)
-        _vote(text, occ)
+        mark_lead(text, occ)
+        add_votes(text, occ)
     return occurrences
 
 
 _TITLE_BEFORE_RE = re.compile(r"(?<![A-Za-z])(" + "|".join(sorted(lexicon.TITLES)) + r")\s+$")
 
 
-def _lead(text: str, occ: Occurrence) -> None:
+def mark_lead(text: str, occ: Occurrence) -> None:
     """Find where the name phrase begins: before its title and before a leading "the"."""
     lead = occ.start
     if occ.title:
@@ -260,10 +262,10 @@ def _join_possessive_epithets(text: str, occs: list[Occurrence]) -> list[Occurre
     return out
 
 
-def _split_runs(tokens: list[_Token]) -> list[list[_Token]]:
+def _split_runs(tokens: list[NameToken]) -> list[list[NameToken]]:
     """Split a token list where a removed gazetteer hit left a hole."""
-    runs: list[list[_Token]] = []
-    current: list[_Token] = []
+    runs: list[list[NameToken]] = []
+    current: list[NameToken] = []
     for tok in tokens:
         if current and tok.start - current[-1].end > 4:
             runs.append(current)
@@ -279,7 +281,7 @@ def _is_connector(word: str) -> bool:
 
 
 def _is_noise(
-    tok: _Token, initials: set[int], vocabulary: frozenset[str], midcaps: Counter[str]
+    tok: NameToken, initials: set[int], vocabulary: frozenset[str], midcaps: Counter[str]
 ) -> bool:
     word = tok.text
     if _is_connector(word):
@@ -300,14 +302,14 @@ def _is_noise(
 
 def _occurrences_from_tokens(
     text: str,
-    tokens: list[_Token],
+    tokens: list[NameToken],
     initials: set[int],
     vocabulary: frozenset[str],
     midcaps: Counter[str],
 ) -> list[Occurrence]:
     # Any stopword inside splits the run ("Yes Mira" is two things, not one name).
     out: list[Occurrence] = []
-    run: list[_Token] = []
+    run: list[NameToken] = []
     for k, tok in enumerate(tokens):
         if (
             not run
@@ -324,16 +326,16 @@ def _occurrences_from_tokens(
             continue
         if not _is_connector(tok.text) and _is_noise(tok, initials, vocabulary, midcaps):
             if run:
-                out.extend(_name_occurrences(text, run))
+                out.extend(occurrences_of_run(text, run))
             run = []
             continue
         run.append(tok)
     if run:
-        out.extend(_name_occurrences(text, run))
+        out.extend(occurrences_of_run(text, run))
     return out
 
 
-def _name_occurrences(text: str, tokens: list[_Token]) -> list[Occurrence]:
+def occurrences_of_run(text: str, tokens: list[NameToken]) -> list[Occurrence]:
     """Turn a clean token run into occurrences: strip titles, split or keep "X of Y"."""
     while tokens and _is_connector(tokens[0].text):
         tokens = tokens[1:]
@@ -370,7 +372,7 @@ def _name_occurrences(text: str, tokens: list[_Token]) -> list[Occurrence]:
             kind = ARTIFACT
         if not kind:
             rest = tokens[i + 1 :]
-            return _name_occurrences(text, tokens[:i]) + _name_occurrences(text, rest)
+            return occurrences_of_run(text, tokens[:i]) + occurrences_of_run(text, rest)
         occ = _make(text, tokens, title)
         occ.head_kind = kind
         return [occ]
@@ -393,7 +395,7 @@ def _name_occurrences(text: str, tokens: list[_Token]) -> list[Occurrence]:
     return [occ]
 
 
-def _make(text: str, tokens: list[_Token], title: str) -> Occurrence:
+def _make(text: str, tokens: list[NameToken], title: str) -> Occurrence:
     start, end = tokens[0].start, tokens[-1].end
     core = " ".join(t.text for t in tokens)
     the = not title and bool(_THE_BEFORE_RE.search(text, max(0, start - 6), start))
@@ -402,7 +404,7 @@ def _make(text: str, tokens: list[_Token], title: str) -> Occurrence:
     )
 
 
-def _vote(text: str, occ: Occurrence) -> None:
+def add_votes(text: str, occ: Occurrence) -> None:
     """Add context votes: what the words around this occurrence say about its kind."""
     if occ.head_kind:
         occ.votes[occ.head_kind] += 3

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from fantasy_kg.domain.baseline import lexicon
 from fantasy_kg.domain.baseline.names import (
+    NameToken,
     Occurrence,
-    _lead,
-    _name_occurrences,
-    _Token,
-    _vote,
+    add_votes,
+    mark_lead,
     normalize,
+    occurrences_of_run,
 )
 from fantasy_kg.domain.baseline.tagging import LABEL_KIND, TaggedSpan
 
@@ -129,15 +129,15 @@ def _trim_to_span(
         return occ
     trimmed = Occurrence(start=start, end=end, surface=surface, core=normalize(surface))
     trimmed.initial = occ.initial and start == occ.start
-    _lead(text, trimmed)
-    _vote(text, trimmed)
+    mark_lead(text, trimmed)
+    add_votes(text, trimmed)
     return trimmed
 
 
 def _new_occurrences(text: str, span: TaggedSpan, initials: set[int]) -> list[Occurrence]:
     """Occurrences for a tagger span the rules did not find (titles stripped, like theirs)."""
     tokens = [
-        _Token(m.group(), span.start + m.start(), span.start + m.end())
+        NameToken(m.group(), span.start + m.start(), span.start + m.end())
         for m in _WORD_RE.finditer(text[span.start : span.end])
     ]
     # Only names: a span must start with a capital and not be a lone stopword or title.
@@ -148,11 +148,11 @@ def _new_occurrences(text: str, span: TaggedSpan, initials: set[int]) -> list[Oc
     ):
         return []
     out = []
-    for occ in _name_occurrences(text, tokens):
+    for occ in occurrences_of_run(text, tokens):
         if "\n" in occ.core or not occ.core[:1].isupper():
             continue
         occ.initial = occ.start in initials
-        _lead(text, occ)
-        _vote(text, occ)
+        mark_lead(text, occ)
+        add_votes(text, occ)
         out.append(occ)
     return out
