@@ -1,17 +1,8 @@
 """Train the LitBank entity tagger, or evaluate it on the held-out books.
 
-Reproduce the shipped model (about 5 minutes on two CPU cores)::
-
-    python -m fantasy_kg.nlp.train --litbank ../shared/datasets/litbank
-
-Score it (and the rules of the baseline extractor) on the held-out split::
-
-    python -m fantasy_kg.nlp.train --evaluate --litbank ../shared/datasets/litbank
-
-The held-out books are listed in ``fantasy_kg/data/litbank_heldout.txt`` (fixed before the first
-training run) and never trained on. Of the remaining books, one in ten is a development set that
-picks the best epoch; the rest is the training set. Training is seeded, so two runs on the same
-machine give the same model.
+``python -m fantasy_kg.nlp.train --litbank ../shared/datasets/litbank`` reproduces the shipped
+model; ``--evaluate`` scores it (and the rules) on the held-out split.
+Details: docs/architecture.md, "The embedded extractor".
 """
 
 import argparse

@@ -1,16 +1,7 @@
 """LitBank entity annotations as named-mention data: reading, the fixed split, and scoring.
 
-LitBank (Bamman et al. 2019, CC BY 4.0) annotates ~2,000 words of each of 100 English novels with
-nested ACE entities, proper ("Tom Sawyer") and common ("the boy") alike. A knowledge graph wants
-*names*, so this module turns the nested annotation into one flat layer of **named mentions**: a
-gold span is named when every alphabetic token in it is capitalized, allowing lowercase linkers
-inside ("Lincoln 's Inn Hall", "Duke of York") but not at the start ("the Lord Chancellor" is a
-nominal phrase). Of nested named spans the outermost wins ("Aunt Polly" over "Aunt"). The tagger
-is trained and scored on this layer, so its numbers answer the question the extractor asks: which
-names are in this text, and what are they?
-
-Everything here is pure Python over files, so the split and the metric are the same for the
-learned tagger and for the rules (the baseline of before).
+LitBank (Bamman et al. 2019, CC BY 4.0) is flattened to one layer of named mentions, the layer the
+tagger is trained and scored on. How and why: docs/architecture.md, "The embedded extractor".
 """
 
 import hashlib

@@ -1,14 +1,8 @@
 """Relationship and alias cues: what the words *between* two names say about them.
 
-Every cue is a regular expression that must match the whole gap between two name mentions of one
-sentence (whitespace normalized), e.g. ``" was the daughter of "`` between "Mira" and "Aldous
-Thorne". Anchoring on the full gap keeps precision high: "Mira told Wenna, who was a member of the
-Order" relates Wenna, not Mira, to the Order. A leading appositive (", whom the river folk called
-the Lantern Maid,") is skipped so the cue still reaches the subject.
-
-A cue names one or more candidate relationship types; the first whose endpoint types the ontology
-allows wins ("brother of" + a person is SIBLING_OF, + an order is MEMBER_OF). Types the ontology
-lacks become schema-proposal evidence instead of edges.
+Each cue is a regular expression over the whole gap between two names of one sentence; the first
+relationship type the ontology allows for the endpoints wins.
+Why: docs/architecture.md, "The embedded extractor".
 """
 
 import re

@@ -1,14 +1,7 @@
 """Score extraction results against gold annotations (pure functions, no I/O beyond reading gold).
 
-The gold file (``data/gold/<series>.json``) lists entities ``{id, type, name, aliases}`` and
-relationships ``{source, type, target, evidence, book}``. Scoring is alias-aware, as a reader would
-judge it: an extracted entity *matches* a gold entity of the same type when any of its names or
-aliases equals one of the gold entity's names or aliases (case-insensitive, whitespace collapsed,
-a leading "the" ignored). Extracted entities are first merged across sections by ``(type, id)``.
-
-Relationship endpoints go through the same matching; the type must be equal, and undirected types
-(``directed: false`` in the ontology) match in either direction. Evidence is scored by whether each
-quote occurs verbatim in the text of the section it was extracted from.
+Matching is alias-aware, as a reader would judge it; evidence counts when quoted verbatim. The
+rules: docs/architecture.md, "The embedded extractor".
 """
 
 import json

@@ -1,16 +1,7 @@
 """Merge a learned tagger's entity spans into the rules' name occurrences.
 
-The rules find capitalized runs and read cues around them; they cannot tell "Fate" or
-"Instantly" from a name, nor a city from a person without a cue. The tagger (trained on LitBank)
-can, from the words around a name. Each source does what it is good at:
-
-- a rule occurrence the tagger also found gets the tagger's kind as a vote (once per name and
-  section, so that context cues can outvote it), and loses a sentence-initial word the tagger
-  left out ("Dragging Dorothy" → "Dorothy");
-- a tagger span the rules missed (a name seen once, a name with lowercase linkers) becomes an
-  occurrence of its own, titles stripped by the same rules as any other name;
-- a rule occurrence the tagger did not find is kept only when its context says it is a name
-  (see :func:`fantasy_kg.domain.baseline.entities.build_entities` with ``tagged=True``).
+The tagger decides what is a name and of which kind; the rules keep titles, aliases and cues.
+How the two are combined: docs/architecture.md, "The embedded extractor".
 """
 
 import bisect
