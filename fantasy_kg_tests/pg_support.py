@@ -191,8 +191,16 @@ class QueuedDagster:
         return self.log_dir / f"{self._logs:02d}-{what}.log"
 
     def instance(self) -> dg.DagsterInstance:
-        """A handle on the same instance (reads the shipped config from ``DAGSTER_HOME``)."""
-        return dg.DagsterInstance.from_config(str(self.home))
+        """A handle on the same instance (reads the config in ``home``, URL from our env)."""
+        saved = os.environ.get(PG_URL_ENV)
+        os.environ[PG_URL_ENV] = self.env[PG_URL_ENV]
+        try:
+            return dg.DagsterInstance.from_config(str(self.home))
+        finally:
+            if saved is None:
+                del os.environ[PG_URL_ENV]
+            else:
+                os.environ[PG_URL_ENV] = saved
 
     def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
         """Start ``dagster-daemon run`` on the repo's workspace (its own process group)."""
