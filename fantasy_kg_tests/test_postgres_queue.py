@@ -7,6 +7,8 @@ kill test SIGKILLs one run inside its warehouse transaction with the project's `
 failpoint (armed only in the daemon that launches that run).
 """
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,8 +66,6 @@ def write_series(data_dir: Path, n: int) -> list[str]:
 
 
 def _env(data_dir: Path, url: str) -> dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("FANTASY_KG_")}
     env.update(
         {
@@ -73,7 +73,7 @@ def _env(data_dir: Path, url: str) -> dict[str, str]:
             "FANTASY_KG_DATA_DIR": str(data_dir),
             # The rule-based extractor alone: the tagger's model load would dominate tiny runs.
             "FANTASY_KG_TAGGER": "off",
-            "FANTASY_KG_SENSOR_INTERVAL_SECONDS": "5",
+            "FANTASY_KG_SENSOR_INTERVAL_SECONDS": "30",
         }
     )
     return env
@@ -132,10 +132,13 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
             assert instance.run_monitoring_enabled
         finally:
             instance.dispose()
-    tracked = {p.name for p in PG_INSTANCE_DIR.iterdir()}
-    assert tracked <= {"dagster.yaml", ".gitignore"} | {
-        p for p in tracked if p not in ("dagster.yaml", ".gitignore")
-    }
+    # What Dagster writes next to the config in DAGSTER_HOME stays out of Git.
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(PG_INSTANCE_DIR / "storage" / "run.log")],
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert ignored.returncode == 0
 
 
 def test_twenty_partitions_four_at_a_time_then_a_rerun_creates_no_batch(

@@ -9,7 +9,18 @@ import ``fantasy_kg`` lazily, inside functions, so the parent process stays smal
 import importlib
 from types import ModuleType
 
-SCENARIOS = ["sectioning", "requests", "ingestion", "end_to_end", "cost", "state", "view"]
+SCENARIOS = [
+    "sectioning",
+    "requests",
+    "ingestion",
+    "end_to_end",
+    "cost",
+    "state",
+    "view",
+    "scale_backfill",
+]
+GROUPS = {"scale": [name for name in SCENARIOS if name.startswith("scale_")]}
+"""Names ``--only`` accepts for several scenarios at once (``--only scale``)."""
 
 
 def get_scenario(name: str) -> ModuleType:
