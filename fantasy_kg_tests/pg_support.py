@@ -221,6 +221,9 @@ class QueuedDagster:
         """Stop the daemon and everything it started (code server, run workers)."""
         if self.daemon is None:
             return
+        # The code server and its run workers may leave the daemon's process group: note them
+        # first, and kill whatever of them outlives the daemon.
+        family = _descendants(self.daemon.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.daemon.pid, signal.SIGTERM)
         try:
@@ -229,6 +232,10 @@ class QueuedDagster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.daemon.pid, signal.SIGKILL)
             self.daemon.wait(timeout=10)
+        for proc in family:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(family, timeout=10)
         self.daemon = None
 
     def backfill(self, partitions: Sequence[str]) -> None:
@@ -244,7 +251,7 @@ class QueuedDagster:
         assert proc.returncode == 0, log.read_text(encoding="utf-8", errors="replace")[-3000:]
 
     def wait_for_runs(
-        self, instance: dg.DagsterInstance, count: int, timeout_s: float = 600.0
+        self, instance: dg.DagsterInstance, count: int, timeout_s: float = 1800.0
     ) -> tuple[list[dg.DagsterRun], int]:
         """Wait until ``count`` runs ended; return them and the most seen in progress at once."""
         deadline = time.monotonic() + timeout_s
@@ -263,6 +270,20 @@ class QueuedDagster:
                 raise AssertionError(f"runs did not end in {timeout_s:.0f} s: {states}")
             time.sleep(0.5)
 
+    def run_workers(self) -> list[int]:
+        """Pids of the run workers of the daemon's code server (its multiprocessing children)."""
+        if self.daemon is None:
+            return []
+        pids = []
+        for proc in _descendants(self.daemon.pid):
+            with contextlib.suppress(psutil.Error):
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                cmdline = " ".join(proc.cmdline())
+                if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+                    pids.append(proc.pid)
+        return pids
+
     def daemon_log(self) -> str:
         """Every daemon log of this test, concatenated."""
         return "\n".join(
@@ -275,13 +296,14 @@ class QueuedDagster:
         instance: dg.DagsterInstance,
         partition: str,
         known: set[str],
-        step: str = "knowledge_graph",
-        timeout_s: float = 300.0,
-    ) -> dg.DagsterRun:
-        """Wait for a new run of ``partition`` to start ``step`` and then lose its process.
+        timeout_s: float = 600.0,
+    ) -> tuple[dg.DagsterRun, str]:
+        """Wait for a new run of ``partition`` to lose its process mid-step.
 
-        A run killed with SIGKILL never reports its end (it stays STARTED): the sign of its death
-        is that no process carries its run id any more (the run worker's command line does).
+        A run killed with SIGKILL never reports its end (it stays STARTED). The code server starts
+        each run worker as a multiprocessing child, so the sign of its death is that the daemon's
+        process tree holds no run worker any more; call this with that run the only one launched.
+        Returns the run and the step it was in (the last one started).
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -293,24 +315,23 @@ class QueuedDagster:
             for run in runs:
                 if run.is_finished:
                     raise AssertionError(f"run {run.run_id} ended ({run.status}) instead of dying")
-                started = any(
-                    rec.step_key == step
-                    and rec.dagster_event_type == dg.DagsterEventType.STEP_START
+                if run.status != dg.DagsterRunStatus.STARTED or self.run_workers():
+                    continue
+                steps = [
+                    rec.step_key or ""
                     for rec in instance.all_logs(run.run_id)
-                )
-                if started and not _process_of(run.run_id):
-                    return run
+                    if rec.dagster_event_type == dg.DagsterEventType.STEP_START
+                ]
+                # Re-read: the run may have ended between the two looks.
+                fresh = instance.get_run_by_id(run.run_id)
+                if steps and fresh is not None and not fresh.is_finished:
+                    return fresh, steps[-1]
             time.sleep(0.5)
-        raise AssertionError(f"no run of {partition} died in {step} within {timeout_s:.0f} s")
+        raise AssertionError(f"no run of {partition} died within {timeout_s:.0f} s")
 
 
-def _process_of(run_id: str) -> list[int]:
-    """Pids of live processes whose command line names ``run_id`` (a run's worker)."""
-    pids = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if any(run_id in part for part in proc.info["cmdline"] or []):
-                pids.append(proc.pid)
-    return pids
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
