@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m bench.report [results.json] [--update-readme]``: the results as Markdown.
 
     ``--update-readme`` writes the tables between the markers of ``bench/README.md`` and
-    the main ``README.md`` instead of printing them.
+    ``docs/benchmarks.md`` instead of printing them.
     """
     import json
     import sys
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if not update:
         print(table)
         return 0
-    for target in (BENCH_DIR / "README.md", REPO_ROOT / "README.md"):
+    for target in (BENCH_DIR / "README.md", REPO_ROOT / "docs" / "benchmarks.md"):
         if target.exists() and update_file(target, table):
             print(f"updated {target}", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ invariant 3).
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from fantasy_kg.defs.keys import EXTRACTION_CODE_VERSION
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.prompts import PROMPT_VERSION
+from fantasy_kg_tests.conftest import REPO_ROOT
 from fantasy_kg_tests.dagster_support import (
     SERIES,
     data_version,
@@ -188,9 +190,10 @@ def test_code_version_follows_the_prompt_version() -> None:
 
 @pytest.mark.slow
 def test_cli_materialize_on_a_fresh_dagster_home(sample_data_dir: Path, tmp_path: Path) -> None:
-    """The README's first command, as a newcomer runs it: fresh DAGSTER_HOME, no API key."""
-    home = tmp_path / "dagster_home"
+    """The README's Dagster command, as a newcomer runs it: fresh DAGSTER_HOME, no API key."""
+    home = tmp_path / ".dagster_home"
     home.mkdir()
+    shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {
         "PATH": str(Path(sys.executable).parent),
         "HOME": str(tmp_path),
@@ -198,19 +201,8 @@ def test_cli_materialize_on_a_fresh_dagster_home(sample_data_dir: Path, tmp_path
         "FANTASY_KG_DATA_DIR": str(sample_data_dir),
     }
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "fantasy_kg.definitions",
-            "--select",
-            "*",
-            "--partition",
-            SERIES,
-        ],
+        ["dg", "launch", "--assets", "book_sections*", "--partition", SERIES],
+        cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -219,6 +211,9 @@ def test_cli_materialize_on_a_fresh_dagster_home(sample_data_dir: Path, tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr
+    # No SupersessionWarning, BetaWarning or other Python warning; the banner shows once.
+    assert "Warning" not in proc.stderr, proc.stderr[:3000]
+    assert proc.stderr.count("backend=local: deterministic baseline extractor") == 1
     with duckdb.connect(str(paths.warehouse_path(sample_data_dir)), read_only=True) as conn:
         row = conn.execute("SELECT count(*) FROM entities WHERE series = ?", [SERIES]).fetchone()
     assert row is not None and row[0] > 10

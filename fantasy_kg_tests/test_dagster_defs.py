@@ -6,11 +6,12 @@ silently drops a dependency or a check fails fast.
 """
 
 import importlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; dagster depends on it
 
 from fantasy_kg.defs import build_definitions
 from fantasy_kg.defs.keys import DUCKDB_POOL
@@ -49,8 +50,9 @@ CHECKS = {
 
 def test_code_location_module_loads(sample_data_dir: Path) -> None:
     module = importlib.reload(importlib.import_module("fantasy_kg.definitions"))
-    dg.Definitions.validate_loadable(module.defs)
-    graph = module.defs.resolve_asset_graph()
+    defs = module.defs()  # @dg.definitions: the import built nothing, the call builds it
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
 
 
@@ -165,11 +167,43 @@ def test_api_key_is_passed_as_env_var_and_never_shown(
     assert "sk-ant-test-secret-value" not in str(defs.resources)
 
 
-def test_documented_instance_config_gives_the_duckdb_pool_one_slot() -> None:
-    config = yaml.safe_load((REPO_ROOT / "docs" / "dagster.yaml").read_text(encoding="utf-8"))
-    with dg.instance_for_test(overrides=config) as instance:
+def test_readme_dagster_home_applies_the_instance_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export DAGSTER_HOME=$PWD/.dagster_home`` in a fresh clone: no file copied by hand."""
+    home = tmp_path / ".dagster_home"
+    home.mkdir()
+    # A fresh clone's .dagster_home holds the tracked file and nothing else.
+    shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
         info = instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
         assert info.limit == 1
-        pools = instance.get_concurrency_config().pool_config
-        assert pools.pool_granularity is not None and pools.pool_granularity.value == "op"
+        config = instance.get_concurrency_config()
+        granularity = config.pool_config.pool_granularity
+        assert granularity is not None and granularity.value == "op"
+        assert config.run_queue_config is not None
+        assert config.run_queue_config.max_concurrent_runs > 1
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds > 0
         assert instance.nux_enabled is False
+        assert Path(instance.root_directory) == home  # its storage goes beside the yaml
+
+
+def test_dagster_home_tracks_only_its_yaml_and_no_root_yaml_shadows_it() -> None:
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    # `dg dev` warns when a dagster.yaml sits in the current folder but DAGSTER_HOME is elsewhere.
+    assert not (REPO_ROOT / "dagster.yaml").exists()
+    assert not (REPO_ROOT / "dagster.yml").exists()
+
+    def ignored(path: str) -> bool:
+        proc = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "check-ignore", "-q", "--no-index", path], check=False
+        )
+        return proc.returncode == 0
+
+    assert not ignored(".dagster_home/dagster.yaml")
+    assert ignored(".dagster_home/storage/runs.db")
+    assert ignored(".dagster_home/history/runs.db")
+    assert ignored(".tmp_dagster_home_abc123/dagster.yaml")

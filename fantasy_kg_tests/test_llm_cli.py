@@ -293,3 +293,11 @@ def test_kill_during_full_run_then_rerun(ws: Workspace) -> None:
         ws.run(srv, "full", "--poll-interval", "0.05")
         assert len(_one_batch_per_manifest(srv)) == 1
     ws.assert_complete()
+
+
+def test_cli_backend_choices_match_the_backend_resolver() -> None:
+    """The CLI repeats the backend names to keep ``--help`` free of the SDK import; they agree."""
+    from fantasy_kg.cli.options import BACKEND_CHOICES as cli_choices
+    from fantasy_kg.llm.backend import BACKEND_CHOICES as llm_choices
+
+    assert cli_choices == llm_choices

@@ -29,8 +29,8 @@ def free_port() -> int:
 def prepare(root: Path, series: str, **env_overrides: str) -> dict[str, str]:
     """A data dir holding one sample series, a fresh DAGSTER_HOME, and the environment for both.
 
-    ``DAGSTER_HOME`` gets ``docs/dagster.yaml`` (duckdb_writer pool limit 1, no NUX modal, no
-    telemetry). The backend is forced to ``local`` unless ``env_overrides`` says otherwise.
+    ``DAGSTER_HOME`` gets ``.dagster_home/dagster.yaml`` (duckdb_writer pool limit 1, no NUX modal,
+    no telemetry). The backend is forced to ``local`` unless ``env_overrides`` says otherwise.
     """
     data = root / "data"
     shutil.copytree(REPO / "data" / "books" / series, data / "books" / series)
@@ -39,7 +39,7 @@ def prepare(root: Path, series: str, **env_overrides: str) -> dict[str, str]:
             shutil.copytree(REPO / "data" / sub, data / sub)
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "docs" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = dict(os.environ)
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
         env.pop(var, None)

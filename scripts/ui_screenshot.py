@@ -4,7 +4,8 @@ What it does, on a throw-away copy of the sample data (your ``data/`` and ``DAGS
 touched, and the local backend is forced so no API key is ever used):
 
 1. ``dagster asset materialize -m fantasy_kg.definitions --select '*' --partition ashen_crown``
-   with a fresh ``DAGSTER_HOME`` (``docs/dagster.yaml``: no NUX modal, no telemetry), timed;
+   with a fresh ``DAGSTER_HOME`` (``.dagster_home/dagster.yaml``: no NUX modal, no telemetry),
+   timed;
 2. ``dagster dev -w workspace.yaml -h 127.0.0.1 -p <free port>``;
 3. headless Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright) opens the asset
    lineage, waits until the six assets are drawn, counts the drawn edges against the asset

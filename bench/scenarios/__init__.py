@@ -18,6 +18,7 @@ SCENARIOS = [
     "state",
     "view",
     "scale_backfill",
+    "scale_queries",
 ]
 GROUPS = {"scale": [name for name in SCENARIOS if name.startswith("scale_")]}
 """Names ``--only`` accepts for several scenarios at once (``--only scale``)."""

@@ -13,7 +13,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fantasy_kg.cli.options import dedicated_workspace_option, dir_option
+from fantasy_kg.cli.options import (
+    backend_option,
+    dedicated_workspace_option,
+    dir_option,
+    effort_option,
+    max_cost_option,
+    max_tokens_option,
+    model_option,
+)
 from fantasy_kg.cli.output import PollProgress, emit
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
@@ -22,9 +30,6 @@ if TYPE_CHECKING:
     from fantasy_kg.llm.jobs import JobRecord
 
 _MODES = ("full", "submit", "status", "retrieve")
-# Same values as fantasy_kg.llm.backend.BACKEND_CHOICES; repeated here so that `fantasy-kg --help`
-# and unrelated commands do not pay the ~1 s import of the anthropic SDK.
-BACKEND_CHOICES = ("auto", "anthropic", "local")
 
 
 def _status_doc(job: "JobRecord") -> dict[str, Any]:
@@ -66,7 +71,7 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
     show_default=True,
     help="full: submit, poll, retrieve and follow up; submit: return at once; status; retrieve.",
 )
-@click.option("--model", default=None, help="Model id or alias. Default: the catalog's default.")
+@model_option
 @dir_option(
     "--input-dir", help="Folder of <slug>_section_NN.txt + .meta.json. Default: <data>/sections."
 )
@@ -90,26 +95,10 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
     show_default=True,
     help="Stop polling after this long in --mode full (batches keep running).",
 )
-@click.option(
-    "--max-cost",
-    type=click.FloatRange(min=0.0),
-    default=None,
-    help="Refuse to submit when the pre-flight batch estimate (USD) is above this (exit 2).",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default="auto",
-    show_default=True,
-    help="anthropic needs ANTHROPIC_API_KEY; auto = anthropic if a key is set, else local.",
-)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output budget.")
-@click.option(
-    "--effort",
-    type=click.Choice(["low", "medium", "high", "xhigh", "max"]),
-    default=None,
-    help="output_config.effort on thinking models (thinking is billed as output).",
-)
+@max_cost_option("submit when the pre-flight batch estimate")
+@backend_option
+@max_tokens_option
+@effort_option
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
@@ -246,19 +235,14 @@ def _extract_batch(
     show_default=True,
     help="anthropic needs ANTHROPIC_API_KEY; local = the baseline extractor on 127.0.0.1.",
 )
-@click.option("--model", default=None, help="Model id or alias. Default: the catalog's default.")
+@model_option
 @dir_option("--input-dir", help="Folder of section files. Default: <data>/sections.")
 @dir_option(
     "--output-dir", help="Where <custom_id>_extracted.json files go. Default: <data>/extracted."
 )
 @click.option("--series", default=None, help="Only this series (slug).")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Output budget.")
-@click.option(
-    "--effort",
-    type=click.Choice(["low", "medium", "high", "xhigh", "max"]),
-    default=None,
-    help="output_config.effort on thinking models.",
-)
+@max_tokens_option
+@effort_option
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -266,12 +250,7 @@ def _extract_batch(
     show_default=True,
     help="Requests in flight at once.",
 )
-@click.option(
-    "--max-cost",
-    type=click.FloatRange(min=0.0),
-    default=None,
-    help="Refuse to start when the real-time estimate (USD) is above this (exit 2).",
-)
+@max_cost_option("start when the real-time estimate")
 @click.option("--retry-failed", is_flag=True, help="Also resend sections with permanent failures.")
 def extract(
     provider: str,

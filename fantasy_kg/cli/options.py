@@ -30,6 +30,43 @@ def file_option(*decls: str, help: str) -> Callable[[F], F]:
     )
 
 
+# Same values as fantasy_kg.llm.backend.BACKEND_CHOICES; repeated so that `fantasy-kg --help` does
+# not import the SDK (a test keeps the two equal).
+BACKEND_CHOICES = ("auto", "anthropic", "local")
+
+
+def model_option(fn: F) -> F:
+    """``--model``: a model id or alias from the catalog."""
+    return click.option(
+        "--model", default=None, help="Model id or alias. Default: the catalog's default."
+    )(fn)
+
+
+def backend_option(fn: F) -> F:
+    """``--backend``: Claude or the embedded local backend; ``auto`` follows the key."""
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKEND_CHOICES),
+        default="auto",
+        show_default=True,
+        help="anthropic needs ANTHROPIC_API_KEY; auto = anthropic if a key is set, else local.",
+    )(fn)
+
+
+def max_cost_option(what: str) -> Callable[[F], F]:
+    """``--max-cost``: the budget cap checked against the pre-flight estimate before any spend.
+
+    Args:
+        what: Which estimate and which action, e.g. "the pre-flight batch estimate" / "submit".
+    """
+    return click.option(
+        "--max-cost",
+        type=click.FloatRange(min=0.0),
+        default=None,
+        help=f"Refuse to {what} (USD) is above this (exit 2).",
+    )
+
+
 def max_tokens_option(fn: F) -> F:
     """``--max-tokens``: the extraction requests' output budget (thinking included)."""
     return click.option(

@@ -5,12 +5,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from fantasy_kg.cli.extract_cmd import BACKEND_CHOICES
 from fantasy_kg.cli.options import (
+    backend_option,
     dedicated_workspace_option,
     dir_option,
     file_option,
+    max_cost_option,
     mixed_backends_option,
+    model_option,
     sizing_options,
 )
 from fantasy_kg.cli.output import PollProgress, emit
@@ -18,22 +20,11 @@ from fantasy_kg.cli.output import PollProgress, emit
 
 @click.command("run")
 @click.option("--series", default=None, help="Series slug (folder under books/). Default: all.")
-@click.option("--model", default=None, help="Model id or alias. Default: the catalog's default.")
-@click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default="auto",
-    show_default=True,
-    help="anthropic needs ANTHROPIC_API_KEY; auto = anthropic if a key is set, else local.",
-)
+@model_option
+@backend_option
 @dir_option("--books-dir", help="Folder of series folders. Default: <data>/books.")
 @file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
-@click.option(
-    "--max-cost",
-    type=click.FloatRange(min=0.0),
-    default=None,
-    help="Refuse to submit when the pre-flight batch estimate (USD) is above this (exit 2).",
-)
+@max_cost_option("submit when the pre-flight batch estimate")
 @sizing_options
 @click.option(
     "--force",

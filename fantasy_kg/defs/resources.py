@@ -28,6 +28,7 @@ from fantasy_kg.llm.backend import (
     LOCAL_BANNER,
     Backend,
     backend_name,
+    make_async_client,
     resolve_backend,
 )
 from fantasy_kg.llm.batch_provider import AnthropicBatchProvider
@@ -342,10 +343,11 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def _make_provider(self) -> AnthropicBatchProvider:
         backend = self.resolved_backend()
+        # The client is built from the backend resolved (and announced in the run's log) above;
+        # letting the provider resolve it again would print the local-backend banner a second time.
         return AnthropicBatchProvider(
-            api_key=backend.api_key,
             jobs_dir=self.jobs_path,
-            base_url=backend.base_url,
+            client=make_async_client(backend),
             backend=backend.name,
             max_attempts=self.max_attempts,
             dedicated_workspace=True if self.dedicated_workspace else None,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_duckdb import DuckDBResource
 
 from fantasy_kg.defs.errors import transient_retry_policy, user_errors_as_failures
@@ -33,7 +32,7 @@ from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.pipeline.costs import load_cost_report, series_cost_report
 from fantasy_kg.pipeline.graph import load_series_from_files
 from fantasy_kg.pipeline.pictures import CostBar, cost_chart_png, markdown_image
-from fantasy_kg.warehouse.load import table_columns
+from fantasy_kg.warehouse.schema import column_docs
 
 FACT_TABLES = (
     "entities",
@@ -49,11 +48,16 @@ FACT_TABLES = (
 _TOP = 10
 
 
-def table_schema(conn: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
-    """The Dagster column schema of a warehouse table, read from DuckDB itself."""
+def table_schema(table: str) -> dg.TableSchema:
+    """The Dagster column schema of a warehouse table, with a description for every column.
+
+    Built from the row class that declares the table (the same declaration the DDL comes from),
+    so the UI's column table and the database cannot disagree.
+    """
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=name, type=dtype) for name, dtype in table_columns(conn, table)
+            dg.TableColumn(name=name, type=dtype, description=doc)
+            for name, dtype, doc in column_docs(table)
         ]
     )
 
@@ -134,7 +138,7 @@ def build_warehouse_assets(
                 on_lock_wait=_lock_wait_logger(context),
             )
         with duckdb.get_connection() as conn:
-            schemas = {t: table_schema(conn, t) for t in FACT_TABLES}
+            schemas = {t: table_schema(t) for t in FACT_TABLES}
             top_entities = conn.execute(
                 "SELECT name, type, mention_count, relationship_count, aliases "
                 "FROM entity_summary WHERE series = ? "
@@ -234,7 +238,7 @@ def build_warehouse_assets(
                 on_lock_wait=_lock_wait_logger(context),
             )
         with duckdb.get_connection() as conn:
-            schema = table_schema(conn, "costs")
+            schema = table_schema("costs")
             attempts = conn.execute(
                 "SELECT coalesce(model, 'unknown'), coalesce(attempt, 1), "
                 "coalesce(sum(estimated_usd), 0), coalesce(sum(actual_usd), 0), "

@@ -10,8 +10,9 @@ page), so a book without detected headings is one chapter 0.
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
+from fantasy_kg.domain.columns import Col
 from fantasy_kg.domain.sections import SectionMeta
 from fantasy_kg.domain.text.chapters import detect_chapters
 
@@ -25,15 +26,18 @@ class ChapterRow:
     """One chapter heading of one book, in book coordinates (table ``chapters``)."""
 
     TABLE: ClassVar[str] = "chapters"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "book_file", "chapter_no")
 
-    series: str
-    book_no: int
-    book_file: str
-    book: str
-    chapter_no: int
-    title: str
-    char_start: int
-    char_end: int | None
+    series: Annotated[str, Col("VARCHAR NOT NULL", "Series slug (the partition key).")]
+    book_no: Annotated[int, Col("INTEGER NOT NULL", "Book number in story order.")]
+    book_file: Annotated[str, Col("VARCHAR NOT NULL", "Book file name.")]
+    book: Annotated[str, Col("VARCHAR", "Book title.")]
+    chapter_no: Annotated[
+        int, Col("INTEGER NOT NULL", "Heading number within the book (0 = before the first).")
+    ]
+    title: Annotated[str, Col("VARCHAR", "The chapter heading as written.")]
+    char_start: Annotated[int, Col("BIGINT NOT NULL", "Offset of the heading in the book file.")]
+    char_end: Annotated[int | None, Col("BIGINT", "Where the next heading (or the text) ends.")]
 
 
 def book_numbers(metas: Iterable[SectionMeta]) -> dict[str, tuple[int, str]]:

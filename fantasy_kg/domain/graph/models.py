@@ -1,9 +1,9 @@
 """The knowledge graph of one series as plain row tables, ready to be bulk-loaded.
 
-Every class here is one warehouse table (same name, same columns in the same order). They are
-slotted dataclasses rather than pydantic models on purpose: a large series produces millions of
-mention and evidence rows, and a slotted dataclass costs a fraction of the memory and none of the
-validation time (the inputs were validated when the result files were parsed).
+Every class here is one warehouse table and its only declaration: each field carries its DuckDB
+type and description (``Annotated[T, Col(...)]``), from which the warehouse derives the DDL, the
+load casts and the Dagster column schema. Slotted dataclasses, not pydantic models: a large
+series has millions of mention rows, and the inputs were validated when the files were parsed.
 
 Every fact row carries its provenance: the section it came from (``section_id`` and
 ``section_number``), the book (``book_no``, ``book``, ``book_file``) and the request that produced
@@ -12,7 +12,60 @@ back to its text and to the batch and prompt version that paid for it.
 """
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Annotated, Any, ClassVar
+
+from fantasy_kg.domain.columns import Col
+from fantasy_kg.domain.columns import column_names as column_names  # re-exported (callers)
+
+# --- Columns shared by several tables (declared once, reused by name) -------------------------
+
+Series = Annotated[
+    str, Col("VARCHAR NOT NULL", "Series slug (the partition key); a load replaces one series.")
+]
+SectionId = Annotated[str, Col("VARCHAR NOT NULL", "Section number as text ('01'), unique.")]
+SectionNumber = Annotated[int, Col("INTEGER", "Section number (order within the series).")]
+FileName = Annotated[str, Col("VARCHAR", "Section file name (<series>_section_NN.txt).")]
+BookNo = Annotated[int | None, Col("INTEGER", "Book number in story order (1 = first book).")]
+Book = Annotated[str | None, Col("VARCHAR", "Book title.")]
+BookFile = Annotated[str | None, Col("VARCHAR", "Book file name the text comes from.")]
+CharStart = Annotated[
+    int | None, Col("BIGINT", "Start offset in the book file (characters); NULL if ungrounded.")
+]
+CharEnd = Annotated[int | None, Col("BIGINT", "End offset in the book file (exclusive).")]
+SectionCharStart = Annotated[int | None, Col("BIGINT", "Start offset in the section text.")]
+SectionCharEnd = Annotated[int | None, Col("BIGINT", "End offset in the section text.")]
+GroundStatus = Annotated[
+    str,
+    Col("VARCHAR NOT NULL", "How the text was re-found: exact, normalized, fuzzy, not_found."),
+]
+Score = Annotated[float, Col("DOUBLE", "Grounding match score, 0 to 1 (1 = exact).")]
+CustomId = Annotated[str, Col("VARCHAR", "custom_id of the request that produced the row.")]
+BatchId = Annotated[
+    str | None, Col("VARCHAR", "Batch id (or real-time run id) that produced the row.")
+]
+PromptVersion = Annotated[str | None, Col("VARCHAR", "Prompt version the request used.")]
+Backend = Annotated[
+    str | None, Col("VARCHAR", "anthropic (Claude) or local (the rule-based baseline).")
+]
+Model = Annotated[str | None, Col("VARCHAR", "Model id that answered.")]
+EntityId = Annotated[str, Col("VARCHAR NOT NULL", "Resolved entity id (entities.entity_id).")]
+InstanceCount = Annotated[int, Col("INTEGER", "Entity or relationship instances that state it.")]
+SectionCount = Annotated[int, Col("INTEGER", "Distinct sections it appears in.")]
+FirstBookNo = Annotated[int | None, Col("INTEGER", "Book number of the first appearance.")]
+FirstBook = Annotated[str | None, Col("VARCHAR", "Book title of the first appearance.")]
+FirstSection = Annotated[str, Col("VARCHAR", "Section id of the first appearance.")]
+LastBookNo = Annotated[int | None, Col("INTEGER", "Book number of the last appearance.")]
+LastBook = Annotated[str | None, Col("VARCHAR", "Book title of the last appearance.")]
+LastSection = Annotated[str, Col("VARCHAR", "Section id of the last appearance.")]
+BatchIds = Annotated[list[str], Col("VARCHAR[]", "Batches whose results contributed.")]
+PromptVersions = Annotated[list[str], Col("VARCHAR[]", "Prompt versions that contributed.")]
+Sections = Annotated[list[str], Col("VARCHAR[]", "Section ids that state it.")]
+Processing = Annotated[int, Col("INTEGER", "Requests still processing when last seen.")]
+Truncated = Annotated[
+    int, Col("INTEGER DEFAULT 0", "Answers cut at max_tokens (a planning miss, split and retried).")
+]
+Attempt = Annotated[int | None, Col("INTEGER", "1 for the first submission, 2+ for follow-ups.")]
 
 
 @dataclass(slots=True)
@@ -20,26 +73,33 @@ class SectionRow:
     """One section file of the series and how its extraction ended."""
 
     TABLE: ClassVar[str] = "sections"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "section_id")
 
-    series: str
-    section_id: str
-    section_number: int
-    file_name: str
-    books: list[str]
-    book_files: list[str]
-    first_book_no: int | None
-    chars: int
-    input_tokens: int
-    token_count_method: str
-    sha256: str
-    custom_ids: list[str]
-    batch_id: str | None
-    prompt_version: str | None
-    backend: str | None
-    model: str | None
-    status: str  # extracted | failed | missing
-    entity_instances: int
-    relationship_instances: int
+    series: Series
+    section_id: SectionId
+    section_number: Annotated[int, Col("INTEGER NOT NULL", "Section number within the series.")]
+    file_name: Annotated[str, Col("VARCHAR NOT NULL", "Section file name.")]
+    books: Annotated[list[str], Col("VARCHAR[]", "Titles of the books the section covers.")]
+    book_files: Annotated[list[str], Col("VARCHAR[]", "Book files the section covers.")]
+    first_book_no: Annotated[int | None, Col("INTEGER", "Book number where the section starts.")]
+    chars: Annotated[int, Col("BIGINT", "Length of the section text in characters.")]
+    input_tokens: Annotated[int, Col("BIGINT", "Prompt tokens of the section's request.")]
+    token_count_method: Annotated[
+        str, Col("VARCHAR", "count_tokens (API) or estimate (offline, with a safety margin).")
+    ]
+    sha256: Annotated[str, Col("VARCHAR", "SHA-256 of the section text (the reuse key).")]
+    custom_ids: Annotated[list[str], Col("VARCHAR[]", "Requests made for this section.")]
+    batch_id: BatchId
+    prompt_version: PromptVersion
+    backend: Backend
+    model: Model
+    status: Annotated[
+        str, Col("VARCHAR NOT NULL", "How its extraction ended: extracted, failed or missing.")
+    ]
+    entity_instances: Annotated[int, Col("INTEGER", "Entity instances extracted from it.")]
+    relationship_instances: Annotated[
+        int, Col("INTEGER", "Relationship instances extracted from it.")
+    ]
 
 
 @dataclass(slots=True)
@@ -47,29 +107,34 @@ class BatchJobRow:
     """One batch (or real-time run) that produced results for the series, from its job file."""
 
     TABLE: ClassVar[str] = "batch_jobs"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "batch_id")
 
-    series: str
-    batch_id: str
-    model: str | None
-    backend: str | None
-    prompt_version: str | None
-    processing_status: str | None
-    attempt: int | None
-    parent_batch_id: str | None
-    created_at: str | None
-    ended_at: str | None
-    request_count: int
-    succeeded: int
-    errored: int
-    canceled: int
-    expired: int
-    processing: int
-    custom_ids: list[str]
-    failure_count: int
-    job_file: str
-    truncated: int
-    effort: str | None
-    max_tokens: int | None
+    series: Series
+    batch_id: Annotated[str, Col("VARCHAR NOT NULL", "Message Batches id (or real-time run id).")]
+    model: Model
+    backend: Backend
+    prompt_version: PromptVersion
+    processing_status: Annotated[
+        str | None, Col("VARCHAR", "in_progress, canceling or ended (ended is not success).")
+    ]
+    attempt: Attempt
+    parent_batch_id: Annotated[
+        str | None, Col("VARCHAR", "The batch this one resubmits failed requests of.")
+    ]
+    created_at: Annotated[str | None, Col("TIMESTAMPTZ", "When the batch was created.")]
+    ended_at: Annotated[str | None, Col("TIMESTAMPTZ", "When processing ended (NULL if not).")]
+    request_count: Annotated[int, Col("INTEGER", "Requests in the batch.")]
+    succeeded: Annotated[int, Col("INTEGER", "Requests that succeeded (the only billed ones).")]
+    errored: Annotated[int, Col("INTEGER", "Requests that came back errored.")]
+    canceled: Annotated[int, Col("INTEGER", "Requests canceled before processing.")]
+    expired: Annotated[int, Col("INTEGER", "Requests expired after 24 hours.")]
+    processing: Processing
+    custom_ids: Annotated[list[str], Col("VARCHAR[]", "custom_ids of the batch's requests.")]
+    failure_count: Annotated[int, Col("INTEGER", "Requests recorded as failures.")]
+    job_file: Annotated[str, Col("VARCHAR", "Job file (<jobs_dir>/<batch_id>.json).")]
+    truncated: Truncated
+    effort: Annotated[str | None, Col("VARCHAR", "Thinking effort the requests asked for.")]
+    max_tokens: Annotated[int | None, Col("INTEGER", "max_tokens of the requests.")]
 
 
 @dataclass(slots=True)
@@ -77,25 +142,30 @@ class CostRow:
     """Estimated and actual cost of one batch, with its token usage."""
 
     TABLE: ClassVar[str] = "costs"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "batch_id")
 
-    series: str
-    batch_id: str
-    model: str | None
-    backend: str | None
-    mode: str  # batch | realtime
-    requests: int
-    succeeded: int
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    estimated_usd: float | None
-    actual_usd: float | None
-    realtime_equivalent_usd: float | None
-    savings_usd: float | None
-    thinking_tokens: int
-    truncated: int
-    attempt: int | None
+    series: Series
+    batch_id: Annotated[str, Col("VARCHAR NOT NULL", "Batch (or real-time run) the cost is for.")]
+    model: Model
+    backend: Backend
+    mode: Annotated[str, Col("VARCHAR NOT NULL", "batch (50% price) or realtime.")]
+    requests: Annotated[int, Col("INTEGER", "Requests sent.")]
+    succeeded: Annotated[int, Col("INTEGER", "Requests that succeeded (billed).")]
+    input_tokens: Annotated[int, Col("BIGINT", "Uncached input tokens billed.")]
+    output_tokens: Annotated[int, Col("BIGINT", "Output tokens billed (thinking included).")]
+    cache_creation_input_tokens: Annotated[int, Col("BIGINT", "Tokens written to the cache.")]
+    cache_read_input_tokens: Annotated[int, Col("BIGINT", "Tokens read from the cache.")]
+    estimated_usd: Annotated[float | None, Col("DOUBLE", "Pre-flight estimate in USD.")]
+    actual_usd: Annotated[float | None, Col("DOUBLE", "Cost from the API's usage, in USD.")]
+    realtime_equivalent_usd: Annotated[
+        float | None, Col("DOUBLE", "What the same usage costs at real-time prices.")
+    ]
+    savings_usd: Annotated[float | None, Col("DOUBLE", "realtime_equivalent_usd - actual_usd.")]
+    thinking_tokens: Annotated[
+        int, Col("BIGINT DEFAULT 0", "Output tokens spent on thinking (billed as output).")
+    ]
+    truncated: Truncated
+    attempt: Attempt
 
 
 @dataclass(slots=True)
@@ -103,30 +173,35 @@ class EntityRow:
     """One resolved entity of the series (a cluster of per-section entity instances)."""
 
     TABLE: ClassVar[str] = "entities"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "entity_id")
 
-    series: str
-    entity_id: str
-    type: str
-    name: str
-    canonical_rule: str | None
-    confidence: float
-    confidence_max: float
-    instance_count: int
-    mention_count: int
-    grounded_mention_count: int
-    section_count: int
-    alias_count: int
-    first_book_no: int | None
-    first_book: str | None
-    first_section: str
-    last_book_no: int | None
-    last_book: str | None
-    last_section: str
-    attributes_json: str
-    source_ids: list[str]
-    ambiguous_with: list[str]
-    batch_ids: list[str]
-    prompt_versions: list[str]
+    series: Series
+    entity_id: Annotated[str, Col("VARCHAR NOT NULL", "Stable id of the resolved entity.")]
+    type: Annotated[str, Col("VARCHAR NOT NULL", "Ontology entity type (Character, Location...).")]
+    name: Annotated[str, Col("VARCHAR NOT NULL", "Canonical name.")]
+    canonical_rule: Annotated[
+        str | None, Col("VARCHAR", "Which resolution rule picked the canonical name.")
+    ]
+    confidence: Annotated[float, Col("DOUBLE", "Mean model confidence over its instances.")]
+    confidence_max: Annotated[float, Col("DOUBLE", "Highest confidence of any instance.")]
+    instance_count: InstanceCount
+    mention_count: Annotated[int, Col("INTEGER", "Occurrences in the text (mentions rows).")]
+    grounded_mention_count: Annotated[int, Col("INTEGER", "Mentions re-found in the text.")]
+    section_count: SectionCount
+    alias_count: Annotated[int, Col("INTEGER", "Distinct surface forms (entity_aliases rows).")]
+    first_book_no: FirstBookNo
+    first_book: FirstBook
+    first_section: FirstSection
+    last_book_no: LastBookNo
+    last_book: LastBook
+    last_section: LastSection
+    attributes_json: Annotated[str, Col("JSON", "Merged attributes as a JSON object.")]
+    source_ids: Annotated[list[str], Col("VARCHAR[]", "Per-section instance ids merged here.")]
+    ambiguous_with: Annotated[
+        list[str], Col("VARCHAR[]", "Entities kept apart that share a name with this one.")
+    ]
+    batch_ids: BatchIds
+    prompt_versions: PromptVersions
 
 
 @dataclass(slots=True)
@@ -134,17 +209,20 @@ class AliasRow:
     """One surface form of an entity: how often and where it first appears."""
 
     TABLE: ClassVar[str] = "entity_aliases"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "entity_id", "alias")
 
-    series: str
-    entity_id: str
-    alias: str
-    alias_norm: str
-    kinds: list[str]  # canonical | rule | name | alias | mention
-    instance_count: int
-    section_count: int
-    first_book_no: int | None
-    first_book: str | None
-    first_section: str | None
+    series: Series
+    entity_id: EntityId
+    alias: Annotated[str, Col("VARCHAR NOT NULL", "The surface form as written.")]
+    alias_norm: Annotated[str, Col("VARCHAR", "Normalized form used for matching.")]
+    kinds: Annotated[
+        list[str], Col("VARCHAR[]", "Where it came from: canonical, rule, name, alias, mention.")
+    ]
+    instance_count: InstanceCount
+    section_count: SectionCount
+    first_book_no: FirstBookNo
+    first_book: FirstBook
+    first_section: Annotated[str | None, Col("VARCHAR", "Section id of the first appearance.")]
 
 
 @dataclass(slots=True)
@@ -152,15 +230,16 @@ class AttributeRow:
     """One attribute value of an entity with the sections that state it."""
 
     TABLE: ClassVar[str] = "entity_attributes"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "entity_id", "name", "value")
 
-    series: str
-    entity_id: str
-    name: str
-    value: str
-    instance_count: int
-    first_book_no: int | None
-    first_section: str
-    sections: list[str]
+    series: Series
+    entity_id: EntityId
+    name: Annotated[str, Col("VARCHAR NOT NULL", "Attribute name (occupation, title...).")]
+    value: Annotated[str, Col("VARCHAR NOT NULL", "Attribute value as stated.")]
+    instance_count: InstanceCount
+    first_book_no: FirstBookNo
+    first_section: FirstSection
+    sections: Sections
 
 
 @dataclass(slots=True)
@@ -168,17 +247,18 @@ class MergeRow:
     """One resolution decision: two groups of instances joined (or kept apart), and why."""
 
     TABLE: ClassVar[str] = "entity_merges"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "merge_no")
 
-    series: str
-    merge_no: int
-    decision: str  # merged | kept_apart
-    rule: str
-    key: str
-    entity_id: str
-    other_entity_id: str | None
-    left_instance: str
-    right_instance: str
-    detail: str
+    series: Series
+    merge_no: Annotated[int, Col("INTEGER NOT NULL", "Order of the decision within the series.")]
+    decision: Annotated[str, Col("VARCHAR NOT NULL", "merged or kept_apart.")]
+    rule: Annotated[str, Col("VARCHAR NOT NULL", "The resolution rule that decided.")]
+    key: Annotated[str, Col("VARCHAR", "The normalized key the rule matched on.")]
+    entity_id: Annotated[str, Col("VARCHAR NOT NULL", "The resolved entity it produced.")]
+    other_entity_id: Annotated[str | None, Col("VARCHAR", "The entity kept apart from it.")]
+    left_instance: Annotated[str, Col("VARCHAR", "One side's instance id.")]
+    right_instance: Annotated[str, Col("VARCHAR", "The other side's instance id.")]
+    detail: Annotated[str, Col("VARCHAR", "Why, in words.")]
 
 
 @dataclass(slots=True)
@@ -186,29 +266,30 @@ class MentionRow:
     """One surface form of one entity instance, grounded in its section and book."""
 
     TABLE: ClassVar[str] = "mentions"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "mention_id")
 
-    series: str
-    mention_id: int
-    entity_id: str
-    raw_entity_id: str
-    surface: str
-    section_id: str
-    section_number: int
-    file_name: str
-    book_no: int | None
-    book: str | None
-    book_file: str | None
-    char_start: int | None
-    char_end: int | None
-    section_char_start: int | None
-    section_char_end: int | None
-    status: str  # exact | normalized | fuzzy | not_found
-    score: float
-    custom_id: str
-    batch_id: str | None
-    prompt_version: str | None
-    backend: str | None
-    model: str | None
+    series: Series
+    mention_id: Annotated[int, Col("BIGINT NOT NULL", "Row number within the series.")]
+    entity_id: EntityId
+    raw_entity_id: Annotated[str, Col("VARCHAR", "Entity id as the model gave it.")]
+    surface: Annotated[str, Col("VARCHAR", "The text as it stands in the book.")]
+    section_id: SectionId
+    section_number: SectionNumber
+    file_name: FileName
+    book_no: BookNo
+    book: Book
+    book_file: BookFile
+    char_start: CharStart
+    char_end: CharEnd
+    section_char_start: SectionCharStart
+    section_char_end: SectionCharEnd
+    status: GroundStatus
+    score: Score
+    custom_id: CustomId
+    batch_id: BatchId
+    prompt_version: PromptVersion
+    backend: Backend
+    model: Model
 
 
 @dataclass(slots=True)
@@ -216,32 +297,35 @@ class RelationshipRow:
     """One deduplicated relationship (source, type, target) between resolved entities."""
 
     TABLE: ClassVar[str] = "relationships"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "relationship_id")
 
-    series: str
-    relationship_id: str
-    source_id: str
-    type: str
-    target_id: str
-    directed: bool
-    in_ontology: bool
-    schema_violation: str | None
-    orphan: bool
-    orphan_endpoints: list[str]
-    self_loop: bool
-    instance_count: int
-    evidence_count: int
-    grounded_evidence_count: int
-    grounded: bool
-    confidence: float
-    description: str
-    first_book_no: int | None
-    first_book: str | None
-    first_section: str
-    last_book_no: int | None
-    last_book: str | None
-    last_section: str
-    batch_ids: list[str]
-    prompt_versions: list[str]
+    series: Series
+    relationship_id: Annotated[str, Col("VARCHAR NOT NULL", "Stable id of the relationship.")]
+    source_id: Annotated[str, Col("VARCHAR NOT NULL", "Source entity (entities.entity_id).")]
+    type: Annotated[str, Col("VARCHAR NOT NULL", "Relationship type (ALLY_OF, PARENT_OF...).")]
+    target_id: Annotated[str, Col("VARCHAR NOT NULL", "Target entity (entities.entity_id).")]
+    directed: Annotated[bool, Col("BOOLEAN", "False for symmetric types (stored once).")]
+    in_ontology: Annotated[bool, Col("BOOLEAN", "The type is in the series' ontology.")]
+    schema_violation: Annotated[
+        str | None, Col("VARCHAR", "Why the endpoint types break the ontology, if they do.")
+    ]
+    orphan: Annotated[bool, Col("BOOLEAN", "An endpoint is not a resolved entity.")]
+    orphan_endpoints: Annotated[list[str], Col("VARCHAR[]", "The endpoints that are missing.")]
+    self_loop: Annotated[bool, Col("BOOLEAN", "Source and target are the same entity.")]
+    instance_count: InstanceCount
+    evidence_count: Annotated[int, Col("INTEGER", "Evidence rows (quotes) behind it.")]
+    grounded_evidence_count: Annotated[int, Col("INTEGER", "Quotes re-found in the text.")]
+    grounded: Annotated[bool, Col("BOOLEAN", "At least one quote was re-found.")]
+    confidence: Annotated[float, Col("DOUBLE", "Highest model confidence of its instances.")]
+    description: Annotated[str, Col("VARCHAR", "The model's description of the relationship.")]
+    first_book_no: FirstBookNo
+    first_book: FirstBook
+    first_section: FirstSection
+    last_book_no: LastBookNo
+    last_book: LastBook
+    last_section: LastSection
+    batch_ids: BatchIds
+    prompt_versions: PromptVersions
 
 
 @dataclass(slots=True)
@@ -253,32 +337,37 @@ class EvidenceRow:
     """
 
     TABLE: ClassVar[str] = "evidence"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "evidence_id")
 
-    series: str
-    evidence_id: int
-    relationship_id: str
-    quote: str
-    raw_source: str
-    raw_type: str
-    raw_target: str
-    instance_confidence: float
-    section_id: str
-    section_number: int
-    file_name: str
-    book_no: int | None
-    book: str | None
-    book_file: str | None
-    char_start: int | None
-    char_end: int | None
-    section_char_start: int | None
-    section_char_end: int | None
-    status: str  # exact | normalized | fuzzy | not_found | no_quote
-    score: float
-    custom_id: str
-    batch_id: str | None
-    prompt_version: str | None
-    backend: str | None
-    model: str | None
+    series: Series
+    evidence_id: Annotated[int, Col("BIGINT NOT NULL", "Row number within the series.")]
+    relationship_id: Annotated[
+        str, Col("VARCHAR NOT NULL", "The relationship (relationships.relationship_id).")
+    ]
+    quote: Annotated[str, Col("VARCHAR", "The quote the model gave as evidence.")]
+    raw_source: Annotated[str, Col("VARCHAR", "Source id as the model gave it.")]
+    raw_type: Annotated[str, Col("VARCHAR", "Type as the model gave it.")]
+    raw_target: Annotated[str, Col("VARCHAR", "Target id as the model gave it.")]
+    instance_confidence: Annotated[float, Col("DOUBLE", "Model confidence of this instance.")]
+    section_id: SectionId
+    section_number: SectionNumber
+    file_name: FileName
+    book_no: BookNo
+    book: Book
+    book_file: BookFile
+    char_start: CharStart
+    char_end: CharEnd
+    section_char_start: SectionCharStart
+    section_char_end: SectionCharEnd
+    status: Annotated[
+        str, Col("VARCHAR NOT NULL", "exact, normalized, fuzzy, not_found or no_quote.")
+    ]
+    score: Score
+    custom_id: CustomId
+    batch_id: BatchId
+    prompt_version: PromptVersion
+    backend: Backend
+    model: Model
 
 
 @dataclass(slots=True)
@@ -286,21 +375,22 @@ class ProposalRow:
     """An ontology extension proposal aggregated over the series."""
 
     TABLE: ClassVar[str] = "schema_proposals"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("series", "proposal_type", "name")
 
-    series: str
-    proposal_type: str
-    name: str
-    origin: str  # model | observed | model+observed
-    status: str  # pending | in_ontology
-    instance_count: int
-    section_count: int
-    sections: list[str]
-    description: str
-    rationale: str
-    source_types: list[str]
-    target_types: list[str]
-    examples: list[str]
-    example_sections: list[str]
+    series: Series
+    proposal_type: Annotated[str, Col("VARCHAR NOT NULL", "entity_type or relationship_type.")]
+    name: Annotated[str, Col("VARCHAR NOT NULL", "Proposed type name.")]
+    origin: Annotated[str, Col("VARCHAR", "model, observed or model+observed.")]
+    status: Annotated[str, Col("VARCHAR", "pending or in_ontology.")]
+    instance_count: InstanceCount
+    section_count: SectionCount
+    sections: Sections
+    description: Annotated[str, Col("VARCHAR", "What the type means, as proposed.")]
+    rationale: Annotated[str, Col("VARCHAR", "Why the model proposed it.")]
+    source_types: Annotated[list[str], Col("VARCHAR[]", "Allowed source entity types.")]
+    target_types: Annotated[list[str], Col("VARCHAR[]", "Allowed target entity types.")]
+    examples: Annotated[list[str], Col("VARCHAR[]", "Example quotes or names.")]
+    example_sections: Annotated[list[str], Col("VARCHAR[]", "Sections of the examples.")]
 
 
 @dataclass(slots=True)
@@ -308,17 +398,39 @@ class FailureRow:
     """A section or request that did not end as a usable result, with the reason."""
 
     TABLE: ClassVar[str] = "extraction_failures"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ()
 
-    series: str
-    custom_id: str
-    section_id: str | None
-    file_name: str | None
-    stage: str  # batch | result_file | unmatched | missing | validation
-    failure_type: str
-    message: str
-    retryable: bool
-    resolved: bool
-    batch_id: str | None
+    series: Series
+    custom_id: Annotated[str, Col("VARCHAR NOT NULL", "The request that failed.")]
+    section_id: Annotated[str | None, Col("VARCHAR", "Its section, when known.")]
+    file_name: Annotated[str | None, Col("VARCHAR", "Its section file, when known.")]
+    stage: Annotated[
+        str, Col("VARCHAR NOT NULL", "batch, result_file, unmatched, missing or validation.")
+    ]
+    failure_type: Annotated[str, Col("VARCHAR", "errored, expired, refusal, invalid_json...")]
+    message: Annotated[str, Col("VARCHAR", "The reason, one line.")]
+    retryable: Annotated[bool, Col("BOOLEAN", "A resubmission can fix it.")]
+    resolved: Annotated[bool, Col("BOOLEAN", "A later attempt produced a result.")]
+    batch_id: BatchId
+
+
+@dataclass(slots=True)
+class LoadRunRow:
+    """One load of one series (append-only log: when, from where, what it wrote)."""
+
+    TABLE: ClassVar[str] = "load_runs"
+    PRIMARY_KEY: ClassVar[tuple[str, ...]] = ("run_id",)
+
+    run_id: Annotated[str, Col("VARCHAR NOT NULL", "Id of the load.")]
+    series: Series
+    loaded_at: Annotated[datetime, Col("TIMESTAMPTZ NOT NULL", "When the load committed (UTC).")]
+    ontology_version: Annotated[str | None, Col("VARCHAR", "Ontology version the graph used.")]
+    ontology_fingerprint: Annotated[str | None, Col("VARCHAR", "Hash of that ontology.")]
+    input_dir: Annotated[str | None, Col("VARCHAR", "Sections folder read.")]
+    extracted_dir: Annotated[str | None, Col("VARCHAR", "Results folder read.")]
+    stats_json: Annotated[str, Col("JSON", "Graph statistics (GraphStats) as JSON.")]
+    row_counts_json: Annotated[str, Col("JSON", "Rows written per table as JSON.")]
+    seconds: Annotated[float, Col("DOUBLE", "How long the load took.")]
 
 
 ROW_TYPES: tuple[type[Any], ...] = (
@@ -334,12 +446,8 @@ ROW_TYPES: tuple[type[Any], ...] = (
     EvidenceRow,
     ProposalRow,
     FailureRow,
+    LoadRunRow,
 )
-
-
-def column_names(row_type: type[Any]) -> list[str]:
-    """Column names of a row class, in table order."""
-    return [f.name for f in fields(row_type)]
 
 
 @dataclass(slots=True)
