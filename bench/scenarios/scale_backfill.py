@@ -81,7 +81,10 @@ def cases(ctx: Context) -> list[Case]:
 
 
 def _fresh_data(base: Path, variant: str, n: int) -> Path:
-    """A data dir holding (links to) the first ``n`` series' books and nothing else."""
+    """A data dir holding copies of the first ``n`` series' books and nothing else.
+
+    Copies, not links: ingestion refuses a symlink that points outside the books folder.
+    """
     data = base / variant / "data"
     shutil.rmtree(data, ignore_errors=True)
     for slug in _slugs(n):
@@ -89,7 +92,7 @@ def _fresh_data(base: Path, variant: str, n: int) -> Path:
         dest = data / "books" / slug
         dest.mkdir(parents=True)
         for book in src.iterdir():
-            os.symlink(book, dest / book.name)
+            shutil.copy2(book, dest / book.name)
     return data
 
 
