@@ -102,6 +102,9 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
     n = int(case.params["series"])
     slugs = _slugs(n)
     stack = contextlib.ExitStack()
+    # Give up before the harness kills this worker (300 s per subprocess with --quick, 3600 s
+    # otherwise): a killed worker could not stop the daemon and the server it started.
+    deadline = 240.0 if ctx.quick else 3300.0
 
     def subject_setup() -> Any:
         from fantasy_kg_tests.pg_support import (
@@ -141,7 +144,7 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
         dagster, instance, data = state
         try:
             dagster.backfill(slugs)
-            runs, most = dagster.wait_for_runs(instance, n, timeout_s=max(600.0, 30.0 * n))
+            runs, most = dagster.wait_for_runs(instance, n, timeout_s=deadline)
         finally:
             stack.close()
         failed = [
