@@ -15,10 +15,10 @@ import pytest
 from fantasy_kg.domain.catalog import get_model
 from fantasy_kg.domain.prompts import build_prompt
 from fantasy_kg.domain.schemas import ExtractionResult, default_ontology
+from fantasy_kg.llm.prompt_tokens import PromptTokens as _PromptTokens
+from fantasy_kg.llm.prompt_tokens import prefix_text as _prefix_text
+from fantasy_kg.llm.prompt_tokens import request_text as _request_text
 from fantasy_kg.llm.requests import (
-    _prefix_text,
-    _PromptTokens,
-    _request_text,
     build_extraction_batch_request,
     estimate_tokens,
     request_bytes,

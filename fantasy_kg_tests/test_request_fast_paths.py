@@ -18,9 +18,9 @@ from fantasy_kg.domain.pricing import TokenUsage, price_usage
 from fantasy_kg.domain.prompts import build_prompt, prompt_version
 from fantasy_kg.domain.schemas import ExtractionResult, default_ontology
 from fantasy_kg.domain.sections import SectionFile, SectionMeta, text_sha256
+from fantasy_kg.llm.request_size import BodySizer as _BodySizer
 from fantasy_kg.llm.requests import (
     RequestEstimate,
-    _BodySizer,
     build_extraction_batch_request,
     build_section_request,
     estimate_cost,

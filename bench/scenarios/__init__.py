@@ -19,6 +19,7 @@ SCENARIOS = [
     "view",
     "scale_backfill",
     "scale_queries",
+    "scale_memory",
 ]
 GROUPS = {"scale": [name for name in SCENARIOS if name.startswith("scale_")]}
 """Names ``--only`` accepts for several scenarios at once (``--only scale``)."""

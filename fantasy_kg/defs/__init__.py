@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from fantasy_kg.defs.checks import DEFAULT_MIN_GROUNDING_RATE, build_checks
 from fantasy_kg.defs.extraction import build_extraction_assets
@@ -20,7 +19,7 @@ from fantasy_kg.defs.partitions import discover_series, series_partitions_def
 from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.defs.sensors import build_completion_sensor
 from fantasy_kg.defs.view import build_view_assets, build_view_checks
-from fantasy_kg.defs.warehouse import build_warehouse_assets
+from fantasy_kg.defs.warehouse import WarehouseResource, build_warehouse_assets
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.catalog import default_model
 from fantasy_kg.domain.errors import ConfigError
@@ -70,7 +69,7 @@ def default_resources(data_dir: Path) -> dict[str, object]:
             data_dir=str(root),
             max_cost_usd=_env_float("FANTASY_KG_MAX_COST_USD"),
         ),
-        "duckdb": DuckDBResource(database=str(paths.warehouse_path(root))),
+        "duckdb": WarehouseResource(database=str(paths.warehouse_path(root))),
     }
 
 

@@ -1,13 +1,6 @@
 """Asset checks: the promises the data makes, verified after every materialization.
 
-Blocking checks stop the run where letting downstream assets run would spread wrong data: a
-section with neither a result nor a recorded failure (something was lost, invariant 2), a
-relationship pointing at an entity that does not exist without being flagged as an orphan, two
-entities sharing one id. The grounding rate and the budget are reported with ERROR severity but do
-not block: the graph and the cost table are still correct, only worse or dearer than wanted.
-
-Every check reads data the asset wrote (files or DuckDB), never the asset's own metadata, so a
-check re-run from the UI tells the truth about the data as it is now.
+Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 from datetime import UTC, datetime
@@ -17,11 +10,11 @@ from dagster_duckdb import DuckDBResource
 
 from fantasy_kg.defs.keys import (
     COST_SUMMARY,
-    DUCKDB_POOL,
     EXTRACTION_BATCH,
     EXTRACTION_RESULTS,
     KNOWLEDGE_GRAPH,
     STUCK_CHECK,
+    WAREHOUSE_POOL,
 )
 from fantasy_kg.defs.outcomes import owed_jobs, section_outcomes, stuck_reason
 from fantasy_kg.defs.resources import AnthropicBatchResource
@@ -84,7 +77,7 @@ def build_checks(
         name="relationships_point_at_known_entities",
         blocking=True,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "Every relationship's source and target is an entity of the series, or the "
             "relationship is flagged as an orphan naming that endpoint."
@@ -133,7 +126,7 @@ def build_checks(
         name="no_duplicate_entity_ids",
         blocking=True,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "No two entities of the series share an id, also after case folding (entity "
             "resolution must have merged or renamed them)."
@@ -171,7 +164,7 @@ def build_checks(
         name="grounding_rate_above_floor",
         blocking=False,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             f"At least {min_grounding_rate:.0%} of mentions and evidence quotes were found in "
             "the section text (exact, normalized or fuzzy)."
@@ -236,7 +229,7 @@ def build_checks(
         name="actual_cost_within_budget",
         blocking=False,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "Dollars billed for the series' batches stay within the resource's max_cost_usd "
             "(the local backend bills nothing)."

@@ -4,14 +4,7 @@ The CLI prints a :class:`~fantasy_kg.domain.errors.UserError` as one line and ex
 the same error becomes a :class:`dagster.Failure` whose description is that line, so the run page
 says what is wrong, where and how to fix it (a missing key, an unknown model, a budget cap hit).
 
-Not every such error is final. A :class:`~fantasy_kg.domain.errors.TransientError` (a create that
-used all its attempts after 429/5xx or dropped connections, a list call that failed, a DuckDB
-file locked by another load past the wait limit) becomes a Failure that *allows* retries, so the
-``RetryPolicy`` on the API-facing assets and the loaders (:func:`transient_retry_policy`) runs
-the step again after a backoff. Bad input and refusals stay ``allow_retries=False``: retrying them
-costs time and, for a batch, money, and cannot succeed. Exceptions that are not ``UserError``
-(an SDK ``APIConnectionError`` that escaped, a bug) are retried by the policy as Dagster does for
-any step error.
+Why it works this way: docs/architecture.md, "Errors and crash testing".
 """
 
 import os

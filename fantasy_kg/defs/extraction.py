@@ -1,15 +1,6 @@
 """Asset group ``extraction``: one series' sections sent to Claude as Message Batches, and back.
 
-``extraction_batch`` submits and returns: a real batch can take up to 24 hours, and holding a run
-worker that long is fragile, so :mod:`fantasy_kg.defs.sensors` watches the job files and requests
-``extraction_results`` when the batch ends. With the local backend a batch ends within seconds,
-so the asset waits for it inline and one ``dagster asset materialize --select '*'`` finishes the
-whole graph.
-
-Both assets are thin wiring over :mod:`fantasy_kg.pipeline.extraction` (the functions behind
-``fantasy-kg extract-batch``), which owns idempotency: sections whose text hash and prompt version
-already have a valid result are never sent again, so re-materializing an unchanged partition
-creates no batch and costs nothing (design invariant 3).
+Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 from collections import Counter

@@ -10,6 +10,7 @@ import dagster as dg
 
 from fantasy_kg.domain.prompts import INSTRUCTIONS_TEMPLATE, PROMPT_VERSION, SECTION_TEMPLATE
 from fantasy_kg.domain.schemas import schema_fingerprint
+from fantasy_kg.warehouse.shards import scale_out_selected
 
 BOOK_SECTIONS = dg.AssetKey("book_sections")
 EXTRACTION_BATCH = dg.AssetKey("extraction_batch")
@@ -36,12 +37,17 @@ STUCK_CHECK = "batches_not_stuck"
 every time a series' list of stuck batches changes; materializing the asset evaluates it too)."""
 
 DUCKDB_POOL = "duckdb_writer"
-"""Concurrency pool of every step that opens the DuckDB file.
+"""Concurrency pool of every step that opens the DuckDB file (see :data:`WAREHOUSE_POOL`).
 
 DuckDB allows one read-write process per file, and ``DuckDBResource`` always opens read-write, so
 readers (checks, the cost summary) take the lock too. With the pool's limit set to 1 two partitions
-materialized at once queue instead of failing with "Could not set lock on file".
+materialized at once queue instead of failing with "Could not set lock on file". The scale-out
+warehouse (``FANTASY_KG_WAREHOUSE=shards``) has no such lock: each series publishes its own
+version and readers open an in-memory catalog, so there the steps run in no pool at all.
 """
+
+WAREHOUSE_POOL: str | None = None if scale_out_selected() else DUCKDB_POOL
+"""The pool the warehouse steps declare: :data:`DUCKDB_POOL`, or none in scale-out mode."""
 
 OWNERS = ["team:fantasy-kg"]
 

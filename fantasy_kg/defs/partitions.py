@@ -3,18 +3,7 @@
 The partition key is the slug of the folder name (``Ashen Crown`` → ``ashen_crown``), the same
 slug that names the section files, the batch jobs and the ``series`` column in DuckDB.
 
-Why static partitions computed at code-location load, not dynamic partitions:
-
-* A ``DynamicPartitionsDefinition`` keeps its keys in the instance database. A fresh
-  ``DAGSTER_HOME`` (a newcomer, CI, ``dg.instance_for_test()``) has none, so the README's first
-  ``dagster asset materialize ... --partition ashen_crown`` would fail with
-  ``DagsterUnknownPartitionError`` until a sensor or a person added the key.
-* Computing a ``StaticPartitionsDefinition`` from the folders each time the code location loads
-  works on any instance, and a new series folder still becomes a partition without a code change:
-  reload the code location (the UI's "Reload" button, or restart ``dagster dev``).
-
-The cost is that a removed folder's partition disappears from the UI on the next reload (its
-materializations stay in the event log), which is what a user who deleted the books expects.
+Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 from pathlib import Path

@@ -1,12 +1,6 @@
 """Dagster resources: the Message Batches backend and the DuckDB warehouse.
 
-``AnthropicBatchResource`` is the one place that knows *where* requests go (the real Anthropic API
-or the embedded local backend) and *where* files live (sections, results, job files). Assets,
-checks and the completion sensor call the pipeline functions of :mod:`fantasy_kg.pipeline`
-through it, so the Dagster layer and the CLI run the same code with the same files.
-
-The API key is only ever held in memory: it is never part of metadata, logs or job files, and the
-resource's config shows the environment variable's *name* in the UI, not its value.
+Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 import asyncio

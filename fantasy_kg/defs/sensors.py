@@ -1,49 +1,6 @@
 """The completion sensor: when a Message Batch ends, materialize what depends on it.
 
-A batch can run for up to 24 hours, so ``extraction_batch`` submits and returns, and this sensor
-watches. It reads the batch **job files** (``<jobs_dir>/<batch_id>.json``), not DuckDB: DuckDB
-allows one read-write process per file and the sensor must never contend with a run for it. For
-each batch that still owes results it asks the backend for the batch's status (which also updates
-the job file, so ``fantasy-kg extract-batch --mode status`` sees the same), and once the batch has
-ended it requests a run of ``extraction_results``, ``knowledge_graph`` and ``cost_summary`` for
-that series partition.
-
-Polling every batch in bounded time, whatever piles up:
-
-* Only jobs that still owe something are read (the job index, :meth:`JobStore.owed_jobs`): a
-  tick costs the same with 10 or 10,000 settled batches on disk.
-* One ``batches.list`` walk per tick (newest first, a few pages) refreshes every batch it reaches;
-  the rest are polled one by one with ``batches.retrieve``, never-polled first, then the one
-  polled longest ago (round robin across ticks, the cursor keeps the last poll time). List
-  pages and retrieves both count against ``max_polls_per_tick``: real calls, not list positions.
-* One SDK client and one event loop per tick.
-* A batch that is stuck (in progress long past its expiry, ended but unsettled for hours, results
-  runs exhausted, or unreachable tick after tick) is named in the tick's log and in the
-  ``batches_not_stuck`` asset check of its partition.
-
-Requesting exactly once, and recovering from a failed run:
-
-* The cursor remembers which attempt was requested for each batch, so a tick never requests the
-  same batch again while its run is queued or running.
-* Dagster drops any ``RunRequest`` whose ``run_key`` it has seen before, forever. The run key is
-  therefore ``<batch_id>:<attempt>``: when the run for attempt N has finished but the batch still
-  owes results (the run failed, was canceled, or succeeded without settling the batch), the next
-  tick requests attempt N+1, up to ``max_attempts``. Attempts are counted from the instance's runs
-  (tag ``fantasy_kg/batch_id``) as well as from the cursor, so resetting the cursor cannot reuse
-  a key. After the last attempt the sensor stops and says so; re-run by hand with
-  ``dagster asset materialize -m fantasy_kg.definitions --select 'extraction_results*'
-  --partition <series>``.
-* A batch whose partition already has a run in progress (for example the run that submitted it
-  and is waiting for it inline with the local backend) is left to that run.
-* A run killed by SIGKILL or the OOM killer never reports its end: it stays STARTED in the
-  instance, and nothing marks it failed (run monitoring cannot check the worker of a
-  ``dagster asset materialize`` run, nor of a run of the default launcher). Trusting its status
-  would leave the partition "busy" forever, so a queued-to-started run only counts while it is
-  alive. On a single-host instance (SQLite or in-memory run storage: every run's process is on
-  this machine) that means one of the processes its events came from (run worker, CLI process,
-  step workers) still exists; elsewhere, or while a run has no such event yet, it means its last
-  event is younger than ``stale_run_seconds``. A QUEUED run always counts: it has no process yet
-  and the run queue will start it.
+Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 import json

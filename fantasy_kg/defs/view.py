@@ -14,7 +14,13 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from fantasy_kg.defs.errors import user_errors_as_failures
-from fantasy_kg.defs.keys import DUCKDB_POOL, GRAPH_VIEW, KNOWLEDGE_GRAPH, OWNERS, VIEW_CODE_VERSION
+from fantasy_kg.defs.keys import (
+    GRAPH_VIEW,
+    KNOWLEDGE_GRAPH,
+    OWNERS,
+    VIEW_CODE_VERSION,
+    WAREHOUSE_POOL,
+)
 from fantasy_kg.defs.resources import AnthropicBatchResource
 from fantasy_kg.domain import paths
 from fantasy_kg.pipeline.pictures import markdown_image, network_png
@@ -38,7 +44,7 @@ def build_view_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         owners=OWNERS,
         code_version=VIEW_CODE_VERSION,
         # Reading the DuckDB file also takes its lock: queue behind the writers.
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         tags={"fantasy_kg/stage": "view"},
     )
     def graph_view(
@@ -84,7 +90,7 @@ def build_view_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetC
         name="view_holds_every_entity",
         blocking=False,
         partitions_def=partitions_def,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         description=(
             "The HTML page on disk holds exactly the series' entities in the warehouse (read "
             "back from the page, not from the asset's metadata)."

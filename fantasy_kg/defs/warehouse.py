@@ -6,10 +6,13 @@ and :mod:`fantasy_kg.pipeline.costs`. Both replace exactly their series' rows, s
 an unchanged partition leaves every fact table identical.
 
 Every step that opens the DuckDB file runs in the ``duckdb_writer`` pool: DuckDB allows one
-read-write process per file, so two partitions materialized at once must take turns.
+read-write process per file, so two partitions materialized at once must take turns. In scale-out
+mode (``FANTASY_KG_WAREHOUSE=shards``) there is no pool: :class:`WarehouseResource` opens the
+catalog of published series and each load publishes only its own series.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,11 @@ from fantasy_kg.defs.keys import (
     BOOK_SECTIONS,
     COST_CODE_VERSION,
     COST_SUMMARY,
-    DUCKDB_POOL,
     EXTRACTION_RESULTS,
     GRAPH_CODE_VERSION,
     KNOWLEDGE_GRAPH,
     OWNERS,
+    WAREHOUSE_POOL,
 )
 from fantasy_kg.defs.outcomes import backend_label
 from fantasy_kg.defs.resources import AnthropicBatchResource
@@ -33,6 +36,7 @@ from fantasy_kg.pipeline.costs import load_cost_report, series_cost_report
 from fantasy_kg.pipeline.graph import load_series_from_files
 from fantasy_kg.pipeline.pictures import CostBar, cost_chart_png, markdown_image
 from fantasy_kg.warehouse.schema import column_docs
+from fantasy_kg.warehouse.shards import open_catalog, scale_out_root
 
 FACT_TABLES = (
     "entities",
@@ -46,6 +50,35 @@ FACT_TABLES = (
 """Tables whose column schema the knowledge_graph materialization shows."""
 
 _TOP = 10
+
+
+class WarehouseResource(DuckDBResource):
+    """``DuckDBResource`` for the warehouse engine ``FANTASY_KG_WAREHOUSE`` selects.
+
+    One file (default): exactly ``DuckDBResource`` on ``database``. Scale-out: ``get_connection``
+    yields an in-memory catalog over every published series (shard root beside ``database``, or
+    the root the setting names), so assets, checks and ``fantasy-kg sql`` read the same data.
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        """A connection to the warehouse; closed when the block ends."""
+        root = scale_out_root(Path(self.database))
+        if root is None:
+            with super().get_connection() as conn:
+                yield conn
+            return
+        conn = open_catalog(root)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def _location(database: str) -> str:
+    """Where the warehouse is: the DuckDB file, or the shard root in scale-out mode."""
+    root = scale_out_root(Path(database))
+    return root.location if root is not None else database
 
 
 def table_schema(table: str) -> dg.TableSchema:
@@ -113,7 +146,7 @@ def build_warehouse_assets(
         kinds={"duckdb", "python"},
         owners=OWNERS,
         code_version=GRAPH_CODE_VERSION,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         retry_policy=transient_retry_policy(),
         metadata={"dagster/table_name": "entities"},
         tags={"fantasy_kg/stage": "graph"},
@@ -194,7 +227,7 @@ def build_warehouse_assets(
             "entity_merges": summary.merges,
             "kept_apart": summary.kept_apart,
             "ontology_version": summary.ontology_version,
-            "database": dg.MetadataValue.path(duckdb.database),
+            "database": dg.MetadataValue.path(_location(duckdb.database)),
             "load_seconds": dg.MetadataValue.float(summary.seconds),
         }
         for table, count in sorted(summary.row_counts.items()):
@@ -217,7 +250,7 @@ def build_warehouse_assets(
         kinds={"duckdb", "python"},
         owners=OWNERS,
         code_version=COST_CODE_VERSION,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         retry_policy=transient_retry_policy(),
         metadata={"dagster/table_name": "costs"},
         tags={"fantasy_kg/stage": "costs"},

@@ -1,15 +1,6 @@
 """How big an extraction answer will be, and how big a section may be so that it fits.
 
-A request fails at ``max_tokens`` when its answer (the JSON plus, on models that think, the
-thinking that precedes it) does not fit, and a cut answer costs a whole batch round to repair
-(design invariant 8). So sections are sized for the answer, not only for the context window::
-
-    expected answer = output_ratio x section_tokens            (at least MIN_ANSWER_TOKENS)
-    thinking        = thinking_allowance(effort, model, answer)  (0 on models that do not think)
-    (answer + thinking) x ANSWER_MARGIN <= max_tokens
-
-The sectioner, the pre-flight, ``fantasy-kg estimate``, the budget cap and the local backend's
-emulation of Claude all use these functions, so plan, check and emulation cannot disagree.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import math

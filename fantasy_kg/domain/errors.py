@@ -4,10 +4,7 @@ Every layer raises :class:`UserError` (or a subclass) for bad input; the CLI pri
 one line and exits with code 2, and Dagster shows it as a failure without a Python traceback in
 the message. Messages must say what is wrong, where, and how to fix it, and never contain secrets.
 
-Some of these errors are not the user's to fix but the world's: a network that dropped, an API
-that kept answering 429/5xx, another process holding the DuckDB lock. They are
-:class:`TransientError` (``retryable = True``): the same call later can succeed, so Dagster's
-``RetryPolicy`` retries the step, whereas bad input and refusals fail at once.
+Why it works this way: docs/architecture.md, "Errors and crash testing".
 """
 
 

@@ -1,35 +1,6 @@
 """Pre-flight cost estimate from section meta files: the guide's tables, per series and in total.
 
-For each series: sections, input tokens (the sections' ``input_tokens``), estimated output
-(``output_ratio`` x input, 15 % by default as in the guide), real-time cost, batch cost, savings,
-and two columns the guide lacks: the batch cost once the prompt prefix (instructions + ontology,
-``prefix_tokens`` in the meta files) is included, without and with prompt caching.
-
-Two styles:
-
-* ``exact`` (default): unrounded tokens, each section priced on its own (so long-prompt price
-  bands apply per request, as the API does), batch = real-time x the model's batch discount,
-  cents rounded half-up only for display; totals are sums of unrounded values.
-* ``guide``: reproduces the batch-extraction guide's tables figure for figure. The guide rounded
-  token counts to three significant figures before pricing (1,562,150 -> 1.56M input, 234,322.5 ->
-  234K output), rounded each dollar amount half-up to cents, took batch = round(real-time / 2),
-  savings = real-time - batch, and summed the rounded rows for the total.
-
-Caching assumption (stated in every report): the prefix is marked ``cache_control`` with the
-1-hour TTL; per series the first request writes it (2x input price) and every other request reads
-it (the model's cache-read price), all at the batch discount. That is the best case: batch cache
-hits are best-effort (30-98 % observed), and a prefix shorter than the model's minimum cacheable
-length is not cached at all (then the cached column equals the uncached one).
-
-Thinking: on models that think, each section's output is its answer plus the thinking expected
-for the effort (:func:`fantasy_kg.domain.answer.thinking_allowance`), billed as output; the
-``Thinking`` column shows that share. Each section's expected answer is also checked against
-``max_tokens`` (:class:`SectionFit`): a plan whose answers cannot fit is one the pre-flight refuses.
-
-Token counts are per tokenizer. Meta files record the model they were counted for
-(``token_model``; absent in hand-made files, which are taken as Claude 4.5 tokenizer counts, as the
-guide's were); pricing another model scales them by the ratio of the catalog's
-``tokenizer_factor`` values, and the report flags the scaling.
+Why it works this way: docs/architecture.md, "Cost estimates".
 """
 
 from collections.abc import Iterable, Sequence

@@ -1,13 +1,6 @@
 """The extraction prompt: the guide's instructions, split so the series-wide part can be cached.
 
-A prompt has two parts. The **prefix** (instructions, ontology, canonical renaming rules) is the
-same for every section of a series, so requests mark it with ``cache_control`` and pay for it
-once per hour instead of once per section. The **section part** (book names, section id, text)
-follows it. :func:`PromptParts.render` joins them with :data:`SECTION_MARKER` so the guide's
-``prompt`` argument still works, and :func:`split_prompt` finds the boundary again.
-
-:func:`parse_prompt` reads a rendered prompt back; the local backend uses it to recover the
-ontology and the section text, exactly as a model would see them.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import hashlib

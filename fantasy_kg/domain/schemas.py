@@ -2,20 +2,7 @@
 
 There are two families of models here, on purpose:
 
-* **Wire models** (``Wire*``) are the JSON schema Claude is constrained to through
-  ``output_config.format``. Strict structured outputs need ``additionalProperties: false`` on every
-  object, so free-form dicts cannot travel; attributes go as ``[{name, value}]`` pairs, and
-  confidence as a bare number. Every wire field is required (no optional parameters, no unions), so
-  the schema stays far below the API's limits of 24 optional and 16 union-typed parameters.
-  The ``Field(description=...)`` texts are what Claude reads, so they are instructions.
-* **Stored models** (``ExtractionResult``, ``EntityInstance``, ...) keep the names and shape of the
-  batch-extraction guide (``mentions[{file_name, chunk_id}]``, ``confidence{score}``,
-  ``attributes`` as a dict) and are what ``<custom_id>_extracted.json`` files hold, identical in
-  real-time and batch mode.
-
-:func:`parse_extraction` converts wire JSON into stored models item by item: model output is
-untrusted input, so an invalid entity or relationship is rejected with a reason while the valid
-rest survives.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import json

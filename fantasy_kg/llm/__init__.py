@@ -1,17 +1,6 @@
 """The guide's LLM services: batch and real-time extraction through the Anthropic SDK.
 
-The guide's ``src.services.llm`` is this package; its names are kept::
-
-    from fantasy_kg.llm import AnthropicBatchProvider, build_extraction_batch_request
-    from fantasy_kg.schemas import ExtractionResult
-
-    request = build_extraction_batch_request(
-        "ashen_crown_section_01", prompt, "claude-sonnet-5-5", ExtractionResult, 16000
-    )
-    provider = AnthropicBatchProvider(jobs_dir="data/batch_jobs")
-    job = await provider.create_batch([request], "data/extracted", "claude-sonnet-5-5")
-    await provider.poll_until_complete(job.id, poll_interval_seconds=60)
-    summary = await provider.process_results_to_files(job.id, ExtractionResult)
+Usage example and background: docs/architecture.md, "The batch client".
 """
 
 from fantasy_kg.llm.backend import Backend, resolve_backend

@@ -1,12 +1,6 @@
 """Backend selection: the real Anthropic API, or the embedded local one when no key exists.
 
-``auto`` (the default) picks ``anthropic`` when ``ANTHROPIC_API_KEY`` (or an explicit key) is
-configured and ``local`` otherwise, so a fresh machine runs the whole pipeline with no account.
-The local backend is an Anthropic-compatible HTTP API on 127.0.0.1 whose "model" is a
-deterministic rule-based extractor; the same SDK code path talks to it, and its use is announced
-loudly because its output is a baseline, not Claude.
-
-The key lives only in the SDK client's memory: it is never logged, stored or put in a message.
+Why it works this way: docs/architecture.md, "The batch client".
 """
 
 import importlib

@@ -1,24 +1,6 @@
 """Proof that a batch is ours: submission nonces in custom_ids, and the opt-in to cancel by guess.
 
-An Anthropic workspace is shared (colleagues, other pipelines, this project on another machine or
-with another ``--jobs-dir``), and a ``MessageBatch`` carries no metadata: the server's batch object
-shows only a request count and timestamps (reference §1.4, §10). So after an ambiguous create,
-a batch found by ``list`` with the right size and time could be anybody's. The only thing that can
-prove it is ours is what we put into it: every custom_id this project sends carries the random
-nonce of the submission (the intent record) it belongs to::
-
-    ashen_crown_section_01          the section's stable id (result file names, job-file keys)
-    ashen_crown_section_01-3f9a0c1e7b2d   what goes on the wire
-
-Results carry the wire custom_ids back, so once a batch has ended its results stream says whose it
-is (:func:`proves_ownership`). Until then it is unproven, and unproven batches are never canceled
-(design invariant 9) unless the user declares the workspace dedicated to this project
-(:data:`DEDICATED_WORKSPACE_ENV`, ``--dedicated-workspace``), accepting that a batch of the same
-size created by someone else inside the window of a failed create may be canceled.
-
-Everything on disk stays keyed by the section's id; the job file maps section id to wire id
-(``wire_custom_ids``), and job files written before nonces existed (no mapping) keep working: their
-wire id is the section id.
+Why it works this way: docs/architecture.md, "The batch client".
 """
 
 import hashlib

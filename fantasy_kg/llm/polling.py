@@ -1,13 +1,6 @@
 """Refresh the status of many batches with one ``batches.list`` walk instead of one call each.
 
-The completion sensor watches every batch that still owes results. Asking for each one with
-``batches.retrieve`` costs one API call per batch per tick; the list endpoint returns up to 1,000
-batches per call, newest first, so the batches a data folder is waiting on (usually the newest in
-the workspace) are all refreshed by one or two calls. Whatever the walk does not reach within
-its page budget is left to individual polls.
-
-Only the job files of batches this data folder already owns are updated: a listed batch that is
-not in ``jobs`` is ignored (never adopted, never counted: design invariant 9).
+Why it works this way: docs/architecture.md, "The batch client".
 """
 
 from collections.abc import Sequence

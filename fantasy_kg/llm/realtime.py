@@ -23,7 +23,8 @@ from fantasy_kg.domain.catalog import get_model
 from fantasy_kg.domain.errors import UserError
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult
-from fantasy_kg.llm.jobs import FailureRecord
+from fantasy_kg.llm.backend import make_async_client, resolve_backend
+from fantasy_kg.llm.jobs import FailureRecord, utcnow
 from fantasy_kg.llm.requests import (
     API_VERSION,
     PreparedRequest,
@@ -79,8 +80,6 @@ class AnthropicProvider:
         timeout: float = 600.0,
         backend: str = "auto",
     ) -> None:
-        from fantasy_kg.llm.backend import make_async_client, resolve_backend
-
         self.timeout = timeout
         if client is not None:
             self.client = client
@@ -360,8 +359,6 @@ class UnifiedLLMService:
 
 
 def _now() -> str:
-    from fantasy_kg.llm.jobs import utcnow
-
     return utcnow().isoformat()
 
 

@@ -2,18 +2,7 @@
 
 Shared by batch and real-time mode, so both write byte-for-byte the same kind of files:
 
-* ``<output_dir>/<custom_id>_extracted.json``: one :class:`ExtractionResult` (the guide's file).
-* ``<output_dir>/_provenance/<custom_id>.json``: where the result came from (section, text hash,
-  prompt version, model, batch id, backend, usage, cost, items rejected by validation). The
-  warehouse ties facts to their batch through it; idempotency checks read it.
-* ``<output_dir>/_failures/<custom_id>.json``: a :class:`FailureRecord` for every custom_id that
-  did not (yet) end as a result file. Removed when a later attempt succeeds, so the folder always
-  shows what is still missing. :func:`load_failures` reads it (or the job files).
-* ``<output_dir>/_parts/``: results of the halves of truncated sections (``<id>_a``/``<id>_b``)
-  and ``<root>.split.json`` trees. When every leaf of a tree has a result, the parts are merged
-  into ``<root>_extracted.json``, so downstream code never sees halves.
-
-Model output is untrusted: every path goes through :func:`fantasy_kg.domain.paths.confined`.
+Why it works this way: docs/architecture.md, "Results and provenance".
 """
 
 import json

@@ -1,29 +1,6 @@
 """A responder that answers at the size Claude would: the Claude-like loopback mode.
 
-The baseline extractor writes short answers (a few percent of the section), so a pipeline tested
-only against it never meets what a real key meets: answers of about 15 % of the section's tokens
-(the batch-extraction guide's ratio) plus thinking, cut at ``max_tokens`` when the plan left no
-room. This responder writes answers of that size, so tests and the bench can check that sections
-are sized for the answer, that the split path runs, and that the cost estimate matches usage,
-all without a key.
-
-The answer is sized to ``output_ratio`` x the section's tokens: the baseline's answer padded
-with synthetic entities when it is shorter, or its most salient entities (relationship endpoints
-first) when it is longer. On short sections the baseline alone writes 20-60 % of the input (it
-lists every name it sees), so without trimming the emulator would bill far more than Claude's
-15 % and no plan could be checked against it. This mode is an instrument for sizes and costs,
-not an extractor: use the baseline (the default) when the graph's content matters; that one
-never drops anything. Padding entities are ``Event`` entities (the ontology's first type when it
-has no ``Event``) with ids ``passage_<section>_<n>``; their mention is the verbatim start of a
-sentence of the section and their ``passage`` attribute the whole sentence, so they ground like
-real answers. The JSON is schema-valid when not cut. The
-server adds the emulated thinking (:func:`fantasy_kg.local_api.engine.emulated_thinking`) and
-cuts the whole at ``max_tokens``, as for any responder. Deterministic: the same request gets the
-same answer.
-
-Switch it on with ``start_local_server(responder=ClaudeLikeResponder(0.15))``, with
-``FaultPlan(claude_like=0.15)`` (also through ``FANTASY_KG_LOCAL_API_FAULTS`` for a server in
-another process), or ``fantasy-kg local-api --claude-like [--output-ratio 0.15]``.
+Why it works this way: docs/architecture.md, "The local backend".
 """
 
 import json

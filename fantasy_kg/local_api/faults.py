@@ -1,20 +1,6 @@
 """Fault injection and the request log of the local API server.
 
-The batch client must survive what the real API does on a bad day (429s with and without
-``retry-after``, 529s, 500s, dropped connections, a create that succeeds server-side but answers
-with an error, results streams cut mid-way, errored/expired/canceled lines, truncated, refused or
-malformed answers). Tests cannot wait for the real API to misbehave, so they describe the
-misbehaviour as a :class:`FaultPlan` and hand it to the server: as a constructor argument for an
-in-process server, or as JSON in ``FANTASY_KG_LOCAL_API_FAULTS`` (inline JSON or a file path) for a
-server that runs inside a subprocess (a CLI run, a Dagster materialization).
-
-Every request the server receives is recorded in a :class:`RequestLog` (headers without the
-credentials, parsed JSON body) so tests assert on what the SDK actually sent: how many batch
-creates, which params, that no ``temperature`` went out.
-
-Call indexes are counted per endpoint and start at 0; an SDK retry is a new call. Counts live in
-memory unless ``persist_counts`` is set, in which case they are kept in the state directory so
-"fail the first create" means the first create across every process sharing that directory.
+Why it works this way: docs/architecture.md, "The local backend".
 """
 
 import json

@@ -1,20 +1,12 @@
 """The local Anthropic-compatible HTTP server (127.0.0.1 only), in-process or standalone.
 
-It speaks enough of the real API for the official SDK to run the whole pipeline unchanged:
-Messages, token counting, Models and Message Batches (create, retrieve, list, cancel, delete,
-results). Answers come from a deterministic baseline extractor, not Claude, and the server says
-so when it starts. Batch state lives on disk (:mod:`fantasy_kg.local_api.store`), so any number of
-server instances in any number of processes can share one state directory.
-
-Stdlib ``ThreadingHTTPServer`` on purpose: no new dependency, HTTP/1.1 keep-alive and chunked
-responses (needed to cut a results stream mid-way) are easy to control byte by byte.
+Why it works this way: docs/architecture.md, "The local backend".
 """
 
 import atexit
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -24,7 +16,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fantasy_kg.domain.catalog import ModelInfo, catalog
+from fantasy_kg.domain.catalog import catalog
 from fantasy_kg.domain.errors import ConfigError
 from fantasy_kg.domain.paths import local_api_dir
 from fantasy_kg.local_api.claude_like import ClaudeLikeResponder
@@ -59,6 +51,7 @@ from fantasy_kg.local_api.protocol import (
     not_found,
     utc_now,
 )
+from fantasy_kg.local_api.routes import model_object, page, page_limit, route
 from fantasy_kg.local_api.store import (
     MAX_REQUESTS,
     BatchOptions,
@@ -75,118 +68,6 @@ MAX_MESSAGES_BODY_BYTES = 32 * 1024 * 1024
 _MAX_OTHER_BODY_BYTES = 1024 * 1024
 _DRAIN_CHUNK = 1024 * 1024
 _BANNER = "local Anthropic-compatible API listening on {url} ({mode}, not Claude)"
-
-_BATCH_PATH = re.compile(r"^/v1/messages/batches/([^/]+)$")
-_BATCH_ACTION_PATH = re.compile(r"^/v1/messages/batches/([^/]+)/(cancel|results)$")
-_MODEL_PATH = re.compile(r"^/v1/models/([^/]+)$")
-
-
-def _route(method: str, path: str) -> tuple[str, str | None] | None:
-    """Map a request to (endpoint name, path id) or None for unknown routes."""
-    fixed = {
-        ("POST", "/v1/messages"): "messages.create",
-        ("POST", "/v1/messages/count_tokens"): "messages.count_tokens",
-        ("GET", "/v1/models"): "models.list",
-        ("POST", "/v1/messages/batches"): "batches.create",
-        ("GET", "/v1/messages/batches"): "batches.list",
-    }
-    if (method, path) in fixed:
-        return fixed[(method, path)], None
-    if match := _BATCH_ACTION_PATH.match(path):
-        action = match.group(2)
-        if (method, action) == ("POST", "cancel"):
-            return "batches.cancel", match.group(1)
-        if (method, action) == ("GET", "results"):
-            return "batches.results", match.group(1)
-        return None
-    if match := _BATCH_PATH.match(path):
-        if method == "GET":
-            return "batches.retrieve", match.group(1)
-        if method == "DELETE":
-            return "batches.delete", match.group(1)
-        return None
-    if method == "GET" and (match := _MODEL_PATH.match(path)):
-        return "models.retrieve", match.group(1)
-    return None
-
-
-def _limit(query: dict[str, str]) -> int:
-    raw = query.get("limit", "20")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise invalid_request("limit: Input should be a valid integer") from None
-    if limit < 1:
-        raise invalid_request("limit: Input should be greater than or equal to 1")
-    if limit > 1000:
-        raise invalid_request("limit: Input should be less than or equal to 1000")
-    return limit
-
-
-def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "data": data,
-        "has_more": has_more,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
-
-
-def _model_line(model: ModelInfo) -> str | None:
-    for line in ("opus", "sonnet", "haiku", "fable", "mythos"):
-        if f"-{line}-" in model.id:
-            return line
-    return None
-
-
-def model_object(model: ModelInfo) -> dict[str, Any]:
-    """``GET /v1/models`` entry for a catalog model (limits read from the catalog)."""
-    retires = (
-        model.retires if model.retires and re.fullmatch(r"\d{4}-\d\d-\d\d", model.retires) else None
-    )
-    effort = model.default_effort is not None
-    yes = {"supported": True}
-    no = {"supported": False}
-    return {
-        "type": "model",
-        "id": model.id,
-        "display_name": model.display_name,
-        # The catalog holds no release dates; the API allows an epoch value when unknown.
-        "created_at": "1970-01-01T00:00:00Z",
-        "lifecycle": "deprecated" if model.status == "deprecated" else "active",
-        "deprecated_at": None,
-        "retires_at": f"{retires}T00:00:00Z" if retires else None,
-        "line": _model_line(model),
-        "max_input_tokens": model.context_window,
-        "max_tokens": model.max_output_tokens,
-        "capabilities": {
-            "batch": yes,
-            "citations": yes,
-            "code_execution": no,
-            "context_management": no,
-            "effort": {
-                "supported": effort,
-                "low": {"supported": effort},
-                "medium": {"supported": effort},
-                "high": {"supported": effort},
-                "max": {"supported": effort},
-                "xhigh": {"supported": effort},
-            },
-            "image_input": yes,
-            "pdf_input": yes,
-            "server_tools": {"supported": False, "code_execution": no, "web_search": no},
-            "structured_outputs": yes,
-            "thinking": {
-                "supported": True,
-                "types": {
-                    "adaptive": {"supported": model.thinking_default != "off"},
-                    "between_tools": no,
-                    "disabled": {"supported": model.thinking_default != "always"},
-                    "enabled": {"supported": model.thinking_default == "off"},
-                },
-            },
-        },
-    }
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -306,8 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
             # Repeated headers (``anthropic-beta`` may be) are joined like HTTP says they may be.
             if name not in headers:
                 headers[name] = ", ".join(self.headers.get_all(name) or [])
-        route = _route(method, url.path)
-        endpoint, path_id = route if route else ("unknown", None)
+        routed = route(method, url.path)
+        endpoint, path_id = routed if routed else ("unknown", None)
         length = int(self.headers.get("content-length") or 0)
         limit = app.body_limit(endpoint)
         entry = LoggedRequest(
@@ -355,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Dropped
             if fault and fault.kind == "error":
                 raise fault.api_error()
-            if route is None:
+            if routed is None:
                 raise not_found(f"Not found: {method} {url.path}")
             app.check_auth(headers)
             version = app.check_version(headers)
@@ -685,7 +566,7 @@ class LocalServer:
         raise not_found(f"Not found: {endpoint}")
 
     def _models_page(self, query: dict[str, str]) -> dict[str, Any]:
-        limit = _limit(query)
+        limit = page_limit(query)
         models = [model_object(m) for m in catalog().models]
         ids = [m["id"] for m in models]
         after, before = query.get("after_id"), query.get("before_id")
@@ -694,16 +575,16 @@ class LocalServer:
                 raise invalid_request(f"after_id: unknown model id {after!r}")
             start = ids.index(after) + 1
             chunk = models[start : start + limit]
-            return _page(chunk, start + limit < len(models))
+            return page(chunk, start + limit < len(models))
         if before:
             if before not in ids:
                 raise invalid_request(f"before_id: unknown model id {before!r}")
             end = ids.index(before)
-            return _page(models[max(0, end - limit) : end], end - limit > 0)
-        return _page(models[:limit], limit < len(models))
+            return page(models[max(0, end - limit) : end], end - limit > 0)
+        return page(models[:limit], limit < len(models))
 
     def _batches_page(self, query: dict[str, str]) -> dict[str, Any]:
-        limit = _limit(query)
+        limit = page_limit(query)
         records, has_more = self.store.list_page(
             after_id=query.get("after_id"), before_id=query.get("before_id"), limit=limit
         )
@@ -718,7 +599,7 @@ class LocalServer:
                 )
                 record = self.store.load(record["id"])
             data.append(self.store.public(record, self.base_url))
-        return _page(data, has_more)
+        return page(data, has_more)
 
     def _process(
         self, record: dict[str, Any], request: dict[str, Any], cache: BatchCache

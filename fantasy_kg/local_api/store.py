@@ -1,31 +1,6 @@
 """Message Batches on disk, shared by every process that points at one state directory.
 
-A batch created by one process (a CLI ``submit`` that exits at once, a Dagster run) must be
-processed, polled and downloaded by others (a later CLI call, the sensor). So there is no daemon
-and no in-memory truth: every server instance runs a worker that claims unfinished batches with a
-non-blocking ``flock`` and processes their requests, and ``retrieve``/``list`` advance a batch a
-little too. Layout under the state directory::
-
-    index.jsonl                  "<seq> <batch_id>" per created batch (list order; newest = highest)
-    store.lock                   serializes id/sequence allocation
-    active/<batch_id>            marker while the batch has not ended (what workers scan)
-    batches/<batch_id>/
-        batch.json               the batch record (status, times, counts, simulation options)
-        requests.jsonl           the create body's requests, one per line, in order
-        requests.idx             byte offset of every request line (int64 array, N + 1 values)
-        results.jsonl            one result line per processed request, appended in order
-        cache_keys.txt           prompt-cache prefixes already written in this batch
-        state.lock / work.lock   record read-modify-write / request processing
-
-Results are appended in request order, so the number of complete lines is the processing
-cursor; a process killed mid-line leaves a partial line that the next claimant truncates.
-Semantics follow the real API (reference/anthropic_api.md §1, §11): counts stay
-``processing = N`` until the whole batch ends; ``ended`` sets ``ended_at``, the final counts and an
-absolute ``results_url``; a batch may first wait in a queue (:attr:`BatchOptions.queue_seconds`)
-before any request runs, so a cancel right after create cancels every request, as it does for a
-real batch that takes minutes; cancel goes ``canceling`` → ``ended`` with unprocessed requests
-``canceled``; 24 hours after creation unprocessed requests become ``expired``; 29 days after
-creation the batch is archived and its results can no longer be downloaded.
+Why it works this way: docs/architecture.md, "The local backend".
 """
 
 import json

@@ -1,13 +1,6 @@
 """Measure the local backend against gold annotations, end to end or extractor-only.
 
-``end_to_end`` runs exactly what a user runs with no API key: ``sections`` → batch submission to
-the embedded local API server (through the official SDK) → polling → result files, then scores
-the ``*_extracted.json`` files against ``data/gold/<series>.json``. ``direct`` calls the
-extractor on the same section texts in process, to separate extractor quality from plumbing.
-
-Two ontology settings are measured because they answer different questions: ``series`` (the
-series' own ontology, whose canonical renaming rules act as a gazetteer) is what a user gets;
-``default`` (the generic ontology, no names given) shows what the rules find on their own.
+Why it works this way: docs/architecture.md, "The local backend".
 """
 
 import json
@@ -37,6 +30,7 @@ from fantasy_kg.domain.schemas import (
 )
 from fantasy_kg.domain.sections import read_sections
 from fantasy_kg.nlp.tagger import shared_tagger
+from fantasy_kg.pipeline.extraction import run_full
 from fantasy_kg.pipeline.sections import build_sections
 
 Mode = Literal["end_to_end", "direct"]
@@ -145,8 +139,6 @@ def _run(
                 )
                 for sec in sections
             ]
-        from fantasy_kg.pipeline.extraction import run_full
-
         out_dir = work / "extracted"
         run_full(
             sections_dir,

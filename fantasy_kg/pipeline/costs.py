@@ -1,13 +1,6 @@
 """Pipeline step ``costs``: what a series was estimated to cost, and what it did cost.
 
-Used by the Dagster ``cost_summary`` asset (and open to a CLI command): the pre-flight estimate
-from the section meta files (:mod:`fantasy_kg.domain.estimate`, the guide's tables) for a few
-models, the actual usage and dollars of every batch from its job file, grouped per model, backend
-and mode, at the batch rate with the real-time price beside it. :func:`load_cost_report` replaces
-the series' ``batch_jobs`` and ``costs`` rows in DuckDB, so SQL sees the same numbers.
-
-The local backend bills nothing: its rows are priced as the configured model would have been, and
-:attr:`CostReport.billed_usd` counts only batches sent to Anthropic.
+Why it works this way: docs/architecture.md, "Extraction steps".
 """
 
 from collections.abc import Sequence
@@ -19,7 +12,7 @@ from fantasy_kg.domain.estimate import GUIDE_MODELS, ModelEstimate, estimate_cos
 from fantasy_kg.domain.graph.models import BatchJobRow, CostRow
 from fantasy_kg.domain.sections import read_sections
 from fantasy_kg.pipeline.graph import read_provenance
-from fantasy_kg.warehouse.load import LockWaitReport, connect, load_costs
+from fantasy_kg.warehouse.load import LockWaitReport, load_costs, writer
 
 
 @dataclass(frozen=True)
@@ -161,8 +154,5 @@ def load_cost_report(
     Raises:
         WarehouseError: the database cannot be opened (e.g. locked by another process).
     """
-    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_lock_wait)
-    try:
+    with writer(db_path, report.series, lock_wait=lock_wait, on_wait=on_lock_wait) as conn:
         return load_costs(conn, report.series, report.batch_jobs, report.costs)
-    finally:
-        conn.close()

@@ -48,6 +48,7 @@ from fantasy_kg.warehouse.load import (
     load_series,
     row_counts,
     run_query,
+    writer,
 )
 
 log = logging.getLogger(__name__)
@@ -402,8 +403,7 @@ def load_series_from_files(
         def load_progress(table: str, done: int, total: int) -> None:
             phase_progress("load", done, total)
 
-    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_lock_wait)
-    try:
+    with writer(db_path, series, lock_wait=lock_wait, on_wait=on_lock_wait) as conn:
         result = load_series(
             conn,
             graph,
@@ -413,8 +413,6 @@ def load_series_from_files(
             story={"chapters": series_chapters(input_dir, series)},
         )
         counts = row_counts(conn, series)
-    finally:
-        conn.close()
     s = graph.stats
     return LoadSummary(
         series=series,

@@ -4,15 +4,7 @@ Used by ``scripts/resolution_quality.py`` and by the test that keeps the F1 floo
 sectioned exactly as ``fantasy-kg sections`` does (small sections, so names recur across many of
 them and across book boundaries), then result files come from one of two sources:
 
-* ``gold_surfaces``: one entity per gold alias surface in every section where it occurs (see
-  :func:`fantasy_kg.domain.graph.evaluation.results_from_gold`), with planted quote variants;
-* ``baseline``: the local backend's rule-based extractor run on each section (with the same
-  ontology the resolution uses), its instances labelled with the gold entity whose name or alias
-  they carry (unlabelled ones are not scored).
-
-Each is resolved with the series ontology (``rules``: canonical renaming and do-not-merge rules
-as a user configures them) and without its canonical rules (``names_only``: what normalization,
-aliases and partial-name matching achieve alone).
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import tempfile

@@ -19,7 +19,7 @@ from fantasy_kg.domain.schemas import Ontology, default_ontology, load_ontology
 from fantasy_kg.domain.sections import SECTION_FILE_RE, write_section
 from fantasy_kg.domain.text.ingest import Book, list_book_files, read_book
 from fantasy_kg.domain.text.sectioning import SeriesPlan, plan_sections
-from fantasy_kg.domain.text.tokens import TokenCounter
+from fantasy_kg.domain.text.tokens import EstimateCounter, TokenCounter
 
 DEFAULT_MAX_TOKENS = answer_sizing.DEFAULT_MAX_TOKENS
 """Default ``max_tokens`` for extraction requests (see :mod:`fantasy_kg.domain.answer`)."""
@@ -274,8 +274,6 @@ def build_sections(
         UserError: any bad input (unknown model, missing folder, unreadable book, malformed
             ontology, impossible budget); nothing is written then.
     """
-    from fantasy_kg.domain.text.tokens import EstimateCounter
-
     info = get_model(model)
     max_tokens = default_max_tokens(info) if max_tokens is None else max_tokens
     answer_sizing.check_output_ratio(output_ratio)

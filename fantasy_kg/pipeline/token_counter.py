@@ -1,14 +1,6 @@
 """Exact token counts from the API's free ``count_tokens`` endpoint, cached on disk.
 
-Sectioning needs exact counts only when it can have them for free: with ``ANTHROPIC_API_KEY``
-set, :func:`make_counter` returns a :class:`CountTokensCounter` that asks
-``client.messages.count_tokens`` (no charge, separate rate limit) and remembers every answer under
-``<data_dir>/token_counts/<model>/<sha256>.json``, keyed by model and content hash, so re-running
-sectioning on unchanged books makes no call at all. Without a key it returns the offline estimate
-(:class:`fantasy_kg.domain.text.tokens.EstimateCounter`).
-
-A count is the ``input_tokens`` of one user message holding just the text, which includes a few
-tokens of message framing; summing counts of parts therefore errs on the safe side.
+Why it works this way: docs/architecture.md, "Extraction steps".
 """
 
 import json

@@ -1,19 +1,6 @@
 """The graph view: one self-contained, spoiler-aware HTML page per series, from the warehouse.
 
-``fantasy-kg view`` and the Dagster ``graph_view`` asset both call :func:`write_view`. The page
-inlines everything it needs (the vendored cytoscape.js, the app script and styles, the graph as
-JSON) and forbids every request through its Content-Security-Policy, so it works from ``file://``
-offline and can be mailed or attached to a run.
-
-Why cytoscape.js: one MIT-licensed UMD file with no dependencies (nothing to bundle), actively
-maintained, canvas rendering with the viewport tricks that keep thousands of elements smooth
-(hide edges and use a texture while panning, labels only above a zoom level), and selectors that
-make type filters and the story-time cut a class toggle. The force layout is computed here, once,
-with numpy (a Fruchterman-Reingold pass): the browser only draws preset positions, so the first
-render of a 2,000-node page costs a draw, not a simulation, and the layout is the same every time.
-
-Story time uses the warehouse's ``graph_as_of`` macro and ``evidence_positions`` view, so the
-page's slider and SQL agree on when each fact was first stated.
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import html

@@ -33,6 +33,12 @@ from fantasy_kg.domain.errors import ConfigError, TransientError, UserError
 from fantasy_kg.domain.failpoints import failpoint
 from fantasy_kg.domain.graph.models import BatchJobRow, CostRow, KnowledgeGraph, column_names
 from fantasy_kg.warehouse.migrations import TABLES, migrate
+from fantasy_kg.warehouse.shards import (
+    PAUSE_ENV,
+    open_catalog,
+    scale_out_root,
+    series_writer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +119,9 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse (creating and migrating it unless ``read_only``).
 
+    In scale-out mode (``FANTASY_KG_WAREHOUSE=shards...``) this returns an in-memory catalog of
+    every published series instead (read-only in effect; writes go through :func:`writer`).
+
     DuckDB allows one read-write process per file: another load (a second partition's run, a CLI
     call) holds it for seconds, so this waits for its turn, and says so every few seconds (a
     silent two-minute wait looks like a hang).
@@ -129,6 +138,9 @@ def connect(
         WarehouseLockedError: the file stayed locked by another process past ``lock_wait``.
     """
     path = Path(db_path).expanduser()
+    shards = scale_out_root(path)
+    if shards is not None:
+        return open_catalog(shards)
     if read_only and not path.exists():
         raise WarehouseError(
             f"warehouse {path} does not exist: load a series first with `fantasy-kg load`"
@@ -167,6 +179,48 @@ def connect(
             conn.close()
             raise
     return conn
+
+
+@contextlib.contextmanager
+def writer(
+    db_path: Path,
+    series: str,
+    *,
+    lock_wait: float | None = None,
+    on_wait: LockWaitReport | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection for replacing one series' rows, in either warehouse engine.
+
+    One file (default): the migrated DuckDB file, waiting for its single-writer lock. Scale-out:
+    a staging connection holding only this series, published atomically when the block ends
+    without an error (:func:`fantasy_kg.warehouse.shards.series_writer`); other series' loads
+    run at the same time and never wait.
+    """
+    shards = scale_out_root(Path(db_path))
+    if shards is not None:
+        with series_writer(shards, series, lock_wait=lock_wait_seconds(lock_wait)) as conn:
+            _STAGING.add(id(conn))
+            try:
+                yield conn
+            finally:
+                _STAGING.discard(id(conn))
+        return
+    conn = connect(db_path, lock_wait=lock_wait, on_wait=on_wait)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+_STAGING: set[int] = set()
+"""Connections that stage a shard (the test pause happens at publish, not before COMMIT)."""
+
+
+def _pause_before_commit(conn: duckdb.DuckDBPyConnection) -> None:
+    """Test hook :data:`PAUSE_ENV`: hold the load open so a test can kill it mid-write."""
+    raw = os.environ.get(PAUSE_ENV, "").strip()
+    if raw and id(conn) not in _STAGING:
+        time.sleep(float(raw))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -326,6 +380,7 @@ def load_series(
                 seconds,
             ],
         )
+        _pause_before_commit(conn)
         conn.execute("COMMIT")
     except BaseException:
         try:

@@ -1,17 +1,6 @@
 """Measure entity resolution and grounding against gold annotations (``data/gold/<series>.json``).
 
-The gold lists each entity with its aliases and each relationship with an evidence quote. From it
-and the section texts, :func:`results_from_gold` writes the result files a careless extractor
-would produce: **one entity per surface form** ("Mira Thorne", "Mira", "the Lantern Maid", and
-also a bare first or last name such as "Tomas" when the section makes clear whose it is), each in
-every section where that surface occurs, with no alias lists to help. Resolution then has to put
-them back together; :func:`score_clusters` compares its clusters with the gold's (B-cubed and
-pairwise precision/recall/F1 over instances).
-
-Relationships are emitted with their gold evidence quote in the section that contains it, and a
-deterministic share of the quotes is altered the way models alter them (typographic quotes and a
-line break; a changed letter; an invented sentence), so the grounding numbers show that the first
-two are recovered and the last is flagged ``not_found``.
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import json

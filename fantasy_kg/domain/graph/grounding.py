@@ -4,20 +4,7 @@ Models paraphrase, change typographic quotes, re-wrap lines and occasionally inv
 them from an example). A fact is only as good as the text it can be traced to, so every surface
 form and every quote is looked up in three stages, cheapest first:
 
-1. **exact**: ``str.find`` on the original text (for names: at word boundaries).
-2. **normalized**: the same search on a normalized copy of the text (case folded, typographic
-   quotes/dashes/ellipses made ASCII, every whitespace run a single space, soft hyphens dropped)
-   whose characters keep a map back to the original offsets, so the stored span is always a span
-   of the *original* text.
-3. **fuzzy**: rapidfuzz's ``partial_ratio_alignment`` over the normalized section, only for what
-   the first two stages missed, with the score kept and a configurable threshold.
-
-Anything else is ``not_found``: the fact is kept and flagged, never dropped. Offsets are mapped
-from section coordinates into book coordinates through the section's ``spans``.
-
-Stages 1 and 2 are index lookups in C (``str.find``); the per-section normalized text and offset
-map are built once and only when a section has its first miss, so grounding stays linear in the
-size of the corpus and fuzzy work is bounded by the number of misses times the section length.
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import re

@@ -2,15 +2,7 @@
 
 Two keys come out of every surface form:
 
-* ``full``: lower case, typographic quotes folded, punctuation dropped, a trailing possessive
-  removed ("Mira's" -> "mira") and leading articles dropped ("the Cinder Hound" ->
-  "cinder hound");
-* ``core``: ``full`` without leading honorifics and titles, for person-like types only
-  ("Captain Sable" -> "sable", "Lady Seren" -> "seren").
-
-Resolution merges on these keys; a single-token ``core`` that is also the first or last word of a
-longer name ("Tomas" in "Tomas Reed" and "Tomas Vell") is a *weak* key that is only used with
-extra evidence (see :mod:`fantasy_kg.domain.graph.resolution`).
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import re

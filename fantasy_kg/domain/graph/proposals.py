@@ -1,17 +1,6 @@
 """Governed ontology evolution: aggregate schema proposals, review them, accept some.
 
-Proposals come from two places: what the model proposed explicitly (``schema_proposals`` of each
-answer, origin ``model``) and what it *did* outside the ontology (relationship types, entity
-types and attributes it used although the ontology lacks them, origin ``observed``). They are
-aggregated per series by (kind, name) with a count, the sections that raised them and example
-evidence, so a reviewer sees "MENTOR_OF: 14 times in 9 sections, e.g. ..." instead of 14 loose
-suggestions. :func:`accept_proposals` turns the chosen ones into a new ontology version; nothing
-changes the ontology without that explicit step.
-
-Aggregation does not depend on the order results are fed in (build_graph promises order-free
-output, and Dagster, the CLI and tests feed results in different orders): the display name is the
-most frequent spelling (ties: the lowest in code-point order, so 'Sword Hand' beats 'sword hand'),
-type lists are sorted, and the kept examples are the first ones in section order.
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import re

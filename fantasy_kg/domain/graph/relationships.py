@@ -1,15 +1,6 @@
 """Relationships: endpoints mapped to resolved entities, deduplicated, flagged, never dropped.
 
-Each relationship instance (one edge in one section's answer) is mapped onto canonical entities:
-first through the entity of the same answer it names, then by a series-wide lookup of the id.
-An endpoint that was never extracted anywhere is an *orphan*: GraphRAG silently filters such edges
-(``filter_orphan_relationships``); here the edge is kept, with ``orphan = true`` and the missing
-endpoint listed, so the user can see what the model asserted and decide.
-
-Instances are deduplicated on ``(source, type, target)``; for undirected types (``directed:
-false`` in the ontology, e.g. SIBLING_OF) the endpoints are sorted first so that "A sibling of B"
-and "B sibling of A" are one fact. All evidence of all instances is kept. Types outside the
-ontology are kept too (``in_ontology = false``) and become schema proposals.
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import hashlib

@@ -1,32 +1,6 @@
 """Series-wide entity resolution: one entity per character, place or thing across all books.
 
-Every section's answer names its entities independently, so the same person shows up as
-``mira_thorne`` in one section, "Mira" in the next and "the Lantern Maid" in a third book, while
-two different men called Tomas must stay two entities. Resolution clusters the per-section
-entity *instances* with a union-find in phases, strongest evidence first; every union is logged
-with the rule and the key that caused it, and every refused union with the constraint that
-refused it, so each merge is explainable (``entity_merges`` table).
-
-Phases (always within one entity type: a type conflict keeps instances apart):
-
-1. ``canonical_rule``: the ontology's canonical renaming rules (by id, name, then alias).
-2. ``same_id``: the same normalized id.
-3. ``same_name``: the same normalized name (articles, possessives, case, punctuation folded;
-   titles stripped for people).
-4. ``shared_alias``: an alias or mention surface of one instance equals a name or alias of another.
-   Only proper-noun surfaces count (not "the old man"), and never bare titles ("the Captain").
-5. ``partial_name``: a lone first or last name ("Sable", "Tomas") joins the one full name it
-   belongs to; when several full names share it ("Tomas Reed", "Tomas Vell") the one that appears
-   in the same section wins (``partial_name_same_section``), then the uniquely nearest section
-   (``partial_name_nearest_section``); otherwise the instance is kept apart and flagged
-   ambiguous.
-
-Single-token names that are part of several longer names are *weak keys*: phases 2-4 ignore them
-so that "Tomas" can never glue Tomas Reed to Tomas Vell transitively (the trap described in
-LightRAG #1323). Every union is checked against three constraints, and refused if it would put
-together instances that the ontology's ``do_not_merge`` rules keep apart, two different canonical
-rules, or two instances that the model related to each other in the same section (someone is not
-their own sibling).
+Why it works this way: docs/architecture.md, "Graph build".
 """
 
 import bisect

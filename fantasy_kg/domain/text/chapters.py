@@ -1,12 +1,6 @@
 """Paragraphs and chapter headings of a book's normalized text.
 
-A paragraph is text between blank lines (a run of whitespace holding two or more newlines).
-Sectioning cuts only between paragraphs, and chapter headings are paragraphs of one or two short
-lines that look like ``Chapter 1``, ``CHAPTER I.``, ``Chapter One: Title``, ``1.  The Cyclone``,
-``IV. The Escape``, ``Prologue`` or ``Book II``. Real books are messy (tables of contents, page
-headers, headings split over two paragraphs), so detection is tolerant: a bare heading such as
-``CHAPTER 1`` followed by a short title line becomes ``CHAPTER 1: Ann's Army``, and multi-line
-paragraphs such as a table of contents never count.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import re

@@ -3,17 +3,7 @@
 Normalization is what every character offset downstream (section spans, grounding) refers to, so
 it is small and fixed:
 
-* ``.txt``: a UTF-8 (or UTF-16) byte-order mark is dropped; text that is not UTF-8 is decoded as
-  cp1252, then latin-1, with a warning for the caller to show; CRLF and lone CR become LF; a
-  Project Gutenberg header and footer (``*** START OF`` / ``*** END OF`` markers and the
-  ``End of the Project Gutenberg EBook`` line) are cut away; leading and trailing whitespace is
-  stripped. Nothing inside the text changes, so quotes stay verbatim.
-* ``.epub``: the spine's documents, in order, HTML to text with BeautifulSoup; each block element
-  (paragraph, heading, list item, ...) becomes one paragraph, paragraphs are separated by a blank
-  line, whitespace inside a paragraph is collapsed and ``<br>`` becomes a newline.
-
-Empty files, binary files, undecodable text and broken EPUBs raise :class:`InputFileError` with one
-line naming the file, before anything is written.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import re

@@ -1,30 +1,6 @@
 """Split a series into sections whose whole extraction request fits the model's context window.
 
-A request is the cached prefix (instructions, ontology, renaming rules), the section part (book
-names, section id, text), the structured-output schema, and room for ``max_tokens`` of answer.
-:func:`plan_sections` makes every section satisfy::
-
-    (prefix + section part + schema overhead) * (1 + margin) + max_tokens <= context window
-
-with a 10 % margin when tokens are estimated and 1 % when they come from ``count_tokens``, and
-optionally ``input_tokens <= max_section_tokens``.
-
-**Join rule.** The series text is the books' normalized texts joined with
-:data:`BOOK_SEPARATOR` (two blank lines). Sections are contiguous slices of it, so::
-
-    "".join(section.text for section in plan.sections) == series_text(books)
-
-Cuts fall only at paragraph starts (the blank lines after a paragraph stay with it; the separator
-after a book stays with that book's last section), except inside a paragraph that alone exceeds
-the budget, which is cut after a sentence, else at whitespace, else (a giant "word") anywhere.
-Each section records, per book it touches, a :class:`BookSpan` with the character offsets of its
-slice in that book's text and where that slice starts in the section, so
-``section.text[sp.section_start : sp.section_start + sp.end - sp.start] == book.text[sp.start :
-sp.end]``; the separator between two books belongs to no span.
-
-**Balance.** Rather than filling sections greedily (leaving a small last one), the planner
-computes how many sections the budget needs and aims each cut at an equal share of what is left,
-preferring a book start, then a chapter start, within 5 % of the ideal point.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import itertools

@@ -1,22 +1,6 @@
 """Token counts without a tokenizer: the offline estimate and the counter protocol.
 
-No official offline tokenizer exists for current Claude models (reference/anthropic_api.md §6),
-so when no API key is configured the pipeline estimates. The estimate is calibrated on the one
-real figure the batch-extraction guide gives: the seven Harry Potter books, about 1.08 M words,
-counted 1,562,150 tokens with the Claude 4.5 tokenizer, i.e. **1.4465 tokens per word**.
-
-Counting plain words misses what makes text expensive (punctuation-heavy dialogue, numbers, long
-identifiers, non-Latin scripts), so the estimate counts *pieces*: each run of ASCII letters and
-digits is one piece (runs longer than 16 characters count one more piece per 16), and every other
-non-space character (punctuation, quotes, accented or non-Latin letters) is one piece. On the 18
-public-domain novels in ``shared/corpus`` (789,485 words) prose has 1.259 pieces per word, so a
-piece is worth ``1.4465 / 1.259 = 1.1489`` tokens; on ordinary prose that gives back 1.4465
-tokens per word, and denser text costs more, as it does with a real tokenizer.
-
-Models with a newer tokenizer produce more tokens for the same text; the catalog's
-``tokenizer_factor`` (1.3 for Opus 4.7+ and the 5.x models) multiplies the estimate. Budget
-decisions add :data:`ESTIMATE_MARGIN` on top; reported counts (``input_tokens`` in meta files,
-cost estimates) do not, so they stay comparable with the guide.
+Why it works this way: docs/architecture.md, "Text, sections and answer sizing".
 """
 
 import math
