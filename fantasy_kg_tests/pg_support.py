@@ -291,6 +291,31 @@ class QueuedDagster:
             for p in sorted(self.log_dir.glob("*-daemon.log"))
         )
 
+    def wait_for_step(
+        self,
+        instance: dg.DagsterInstance,
+        partition: str,
+        known: set[str],
+        steps: tuple[str, ...],
+        timeout_s: float = 600.0,
+    ) -> dg.DagsterRun:
+        """Wait for a new run of ``partition`` to start one of ``steps``; return that run."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for run in instance.get_runs():
+                if run.run_id in known or run.tags.get("dagster/partition") != partition:
+                    continue
+                if run.is_finished:
+                    raise AssertionError(f"run {run.run_id} ended ({run.status}) before {steps}")
+                if any(
+                    rec.step_key in steps
+                    and rec.dagster_event_type == dg.DagsterEventType.STEP_START
+                    for rec in instance.all_logs(run.run_id)
+                ):
+                    return run
+            time.sleep(0.5)
+        raise AssertionError(f"no run of {partition} started {steps} within {timeout_s:.0f} s")
+
     def wait_for_killed_run(
         self,
         instance: dg.DagsterInstance,

@@ -8,7 +8,9 @@ kill test SIGKILLs one run inside its knowledge_graph load transaction with the 
 """
 
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -244,6 +246,84 @@ def test_a_run_killed_mid_load_keeps_the_previous_state_and_reruns(
             assert _without(rows, victim) == _without(before[table], victim), table
         assert _series_in_warehouse(db)[victim] > 0
         assert after != before, "the re-run did not load the victim's new text"
+    finally:
+        dagster.stop_daemon()
+        instance.dispose()
+
+
+def _catalog_snapshot(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table a reader of the scale-out warehouse sees (sorted)."""
+    from fantasy_kg.warehouse.load import connect
+
+    conn = connect(db, read_only=True)
+    try:
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
+                "OR table_type = 'BASE TABLE'"
+            ).fetchall()
+        ]
+        return {
+            t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+            for t in tables
+            # load_runs grows with every load; schema_migrations is made at connect (in memory).
+            if t not in ("load_runs", "schema_migrations")
+        }
+    finally:
+        conn.close()
+
+
+def test_scale_out_warehouse_run_killed_mid_load_keeps_the_published_state(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FANTASY_KG_WAREHOUSE=shards: a run SIGKILLed between staging and publishing its series."""
+    data_dir = tmp_path / "data"
+    slugs = write_series(data_dir, 3)
+    victim = slugs[0]
+    env = {**_env(data_dir, pg_url), "FANTASY_KG_WAREHOUSE": "shards"}
+    monkeypatch.setenv("FANTASY_KG_WAREHOUSE", "shards")
+    home = write_test_home(
+        tmp_path / "home", poll_interval_seconds=1, free_slots_after_run_end_seconds=1
+    )
+    dagster = QueuedDagster(home, env, tmp_path)
+    instance = dagster.instance()
+    db = paths.warehouse_path(data_dir)
+    try:
+        dagster.start_daemon()
+        dagster.backfill(slugs)
+        runs, _ = dagster.wait_for_runs(instance, len(slugs))
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        before = _catalog_snapshot(db)
+        assert before["entities"]
+        dagster.stop_daemon()
+
+        book = paths.books_dir(data_dir) / victim / "01_book.txt"
+        book.write_text(book.read_text("utf-8") + "\n" + _paragraphs(12), "utf-8")
+        known = {r.run_id for r in runs}
+        # Each warehouse step (cost_summary, knowledge_graph: whichever comes first) sleeps
+        # between staging the series and publishing it; the test kills the run worker there
+        # with SIGKILL from outside, like an OOM kill.
+        dagster.start_daemon({"FANTASY_KG_TEST_PAUSE_IN_LOAD": "600"})
+        dagster.backfill([victim])
+        run = dagster.wait_for_step(instance, victim, known, ("cost_summary", "knowledge_graph"))
+        time.sleep(5)  # well inside the 600 s pause
+        for pid in dagster.run_workers():
+            os.kill(pid, signal.SIGKILL)
+        dagster.stop_daemon()
+        assert _catalog_snapshot(db) == before, "a killed scale-out load changed what readers see"
+
+        instance.report_run_failed(run, "run worker killed with SIGKILL by the test")
+        known.add(run.run_id)
+        dagster.start_daemon()
+        dagster.backfill([victim])
+        runs, _ = dagster.wait_for_runs(instance, len(known) + 1)
+        rerun = [r for r in runs if r.run_id not in known]
+        assert [r.status for r in rerun] == [dg.DagsterRunStatus.SUCCESS]
+        after = _catalog_snapshot(db)
+        for table, rows in after.items():
+            assert _without(rows, victim) == _without(before.get(table, []), victim), table
+        assert after != before
     finally:
         dagster.stop_daemon()
         instance.dispose()
