@@ -26,7 +26,7 @@ from bench.harness import (
     make_row,
     run_worker,
 )
-from bench.scenarios import SCENARIOS, get_scenario
+from bench.scenarios import GROUPS, SCENARIOS, get_scenario
 
 
 def _log(msg: str) -> None:
@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help=f"scenario(s) to run, repeatable or comma-separated: {', '.join(SCENARIOS)}",
+        help=(
+            f"scenario(s) to run, repeatable or comma-separated: {', '.join([*SCENARIOS, *GROUPS])}"
+        ),
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results JSON file")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="generated data")
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     selected = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+    selected = [m for n in selected for m in GROUPS.get(n, [n])]
     unknown = [n for n in selected if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")

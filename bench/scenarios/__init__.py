@@ -17,9 +17,12 @@ SCENARIOS = [
     "cost",
     "state",
     "view",
+    "scale_backfill",
     "scale_queries",
     "scale_memory",
 ]
+GROUPS = {"scale": [name for name in SCENARIOS if name.startswith("scale_")]}
+"""Names ``--only`` accepts for several scenarios at once (``--only scale``)."""
 
 
 def get_scenario(name: str) -> ModuleType:

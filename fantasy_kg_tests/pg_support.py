@@ -1,0 +1,362 @@
+"""A real PostgreSQL server for tests, and the queued Dagster instance that runs on it.
+
+``postgres_server()`` initializes a throwaway cluster in a temp dir (Debian's ``postgresql``
+package: ``initdb`` and ``pg_ctl``), starts it on a free loopback port with its socket in that
+dir, creates a database and yields its URL; it stops the server and removes the dir afterwards.
+PostgreSQL refuses to run as root, so under root the server runs as the ``postgres`` user (or
+``nobody``) through ``runuser``, owning its temp dir.
+
+Where the binaries are missing the tests skip with the reason, except in CI (``$CI`` set), where
+a missing server is a broken setup (``.ci/run`` installs the package) and fails.
+
+``QueuedDagster`` runs ``dagster-daemon`` on the instance shipped in ``deploy/postgres`` and
+submits partition runs through its queue with ``dagster job backfill``, as a user would.
+"""
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PG_INSTANCE_DIR = REPO_ROOT / "deploy" / "postgres"
+PG_URL_ENV = "FANTASY_KG_DAGSTER_PG_URL"
+ASSET_JOB = "__ASSET_JOB"
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def _pg_tool(name: str) -> str | None:
+    """Path of a PostgreSQL server binary: on PATH, else Debian's versioned folder."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in PG_BIN_DIRS:
+        if (folder / name).is_file():
+            return str(folder / name)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_server_user() -> list[str]:
+    """Command prefix that drops root to an unprivileged user (initdb refuses root)."""
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.fail("running as root and runuser is missing: cannot start PostgreSQL")
+    for user in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(user)
+            return [runuser, "-u", user, "--"]
+    pytest.fail("running as root and neither user postgres nor nobody exists")
+
+
+def require_postgres() -> tuple[str, str]:
+    """Paths of ``initdb`` and ``pg_ctl``; skip (fail in CI) when the server is not installed."""
+    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        why = "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(why + " (CI must have them: .ci/run installs the package)")
+        pytest.skip(why)
+    return initdb, pg_ctl
+
+
+class PostgresServer:
+    """A running throwaway cluster: its port, and fresh databases on demand."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._made = 0
+
+    def url(self, db_name: str) -> str:
+        """``postgresql+psycopg2://`` URL of a database on this server (trust auth, no password)."""
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db_name}"
+
+    def create_database(self) -> str:
+        """A new empty database (one per test, so runs of one test never show in another)."""
+        import psycopg2
+
+        self._made += 1
+        name = f"dagster_{self._made}"
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres"
+        )
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL cluster on a free loopback port; stop and remove it after."""
+    initdb, pg_ctl = require_postgres()
+    prefix = _as_server_user()
+    # mkdtemp, not pytest's tmp_path: the server user must be able to reach the folder, and
+    # pytest's base temp dir is private to the user running the tests.
+    root = Path(tempfile.mkdtemp(prefix="fkg-pg-"))
+    if prefix:
+        shutil.chown(root, user=prefix[2])
+    data, log = root / "data", root / "server.log"
+    port = _free_port()
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    try:
+        subprocess.run(
+            [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        # fsync off: a test cluster needs no durability, and two shared cores need the time.
+        opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += " -c max_connections=300"
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "start"],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        try:
+            yield PostgresServer(port)
+        finally:
+            subprocess.run(
+                [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                check=False,
+                capture_output=True,
+                env=env,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def shipped_instance_config() -> dict[str, object]:
+    """The instance config shipped in ``deploy/postgres/dagster.yaml``, parsed."""
+    loaded = yaml.safe_load((PG_INSTANCE_DIR / "dagster.yaml").read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def write_test_home(home: Path, **run_monitoring: int) -> Path:
+    """A ``DAGSTER_HOME`` holding the shipped config, with faster monitoring for a test.
+
+    Only timing knobs of ``run_monitoring`` are changed (a test cannot wait 30 s for a slot to
+    be freed); storage, queue, tag limits and pools are the shipped ones, so the test checks the
+    file users get. The copy keeps compute logs out of the tracked folder.
+    """
+    config = shipped_instance_config()
+    monitoring = dict(config.get("run_monitoring") or {})  # type: ignore[call-overload]
+    monitoring.update(run_monitoring)
+    config["run_monitoring"] = monitoring
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return home
+
+
+class QueuedDagster:
+    """``dagster-daemon`` on a queued PostgreSQL instance, and runs submitted to its queue."""
+
+    def __init__(self, home: Path, env: dict[str, str], log_dir: Path) -> None:
+        self.home = home
+        self.env = {**env, "DAGSTER_HOME": str(home)}
+        self.log_dir = log_dir
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self._logs = 0
+
+    def _log_file(self, what: str) -> Path:
+        self._logs += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.log_dir / f"{self._logs:02d}-{what}.log"
+
+    def instance(self) -> dg.DagsterInstance:
+        """A handle on the same instance (reads the config in ``home``, URL from our env)."""
+        saved = os.environ.get(PG_URL_ENV)
+        os.environ[PG_URL_ENV] = self.env[PG_URL_ENV]
+        try:
+            return dg.DagsterInstance.from_config(str(self.home))
+        finally:
+            if saved is None:
+                del os.environ[PG_URL_ENV]
+            else:
+                os.environ[PG_URL_ENV] = saved
+
+    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start ``dagster-daemon run`` on the repo's workspace (its own process group)."""
+        assert self.daemon is None, "daemon already running"
+        log = self._log_file("daemon")
+        exe = Path(sys.executable).parent / "dagster-daemon"
+        with open(log, "wb") as fh:
+            self.daemon = subprocess.Popen(
+                [str(exe), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+                cwd=REPO_ROOT,
+                env={**self.env, **(extra_env or {})},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop_daemon(self) -> None:
+        """Stop the daemon and everything it started (code server, run workers)."""
+        if self.daemon is None:
+            return
+        # The code server and its run workers may leave the daemon's process group: note them
+        # first, and kill whatever of them outlives the daemon.
+        family = _descendants(self.daemon.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.daemon.pid, signal.SIGTERM)
+        try:
+            self.daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.daemon.pid, signal.SIGKILL)
+            self.daemon.wait(timeout=10)
+        for proc in family:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(family, timeout=10)
+        self.daemon = None
+
+    def backfill(self, partitions: Sequence[str]) -> None:
+        """Queue one run per partition of the asset job, the way a user does from the CLI."""
+        exe = Path(sys.executable).parent / "dagster"
+        log = self._log_file("backfill")
+        cmd = [str(exe), "job", "backfill", "-w", str(REPO_ROOT / "workspace.yaml")]
+        cmd += ["-j", ASSET_JOB, "--partitions", ",".join(partitions), "--noprompt"]
+        with open(log, "wb") as fh:
+            proc = subprocess.run(
+                cmd, cwd=REPO_ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT, check=False
+            )
+        assert proc.returncode == 0, log.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+    def wait_for_runs(
+        self, instance: dg.DagsterInstance, count: int, timeout_s: float = 1800.0
+    ) -> tuple[list[dg.DagsterRun], int]:
+        """Wait until ``count`` runs ended; return them and the most seen in progress at once."""
+        deadline = time.monotonic() + timeout_s
+        most_in_flight = 0
+        in_flight = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
+        while True:
+            runs = list(instance.get_runs())
+            most_in_flight = max(most_in_flight, sum(r.status in in_flight for r in runs))
+            done = [r for r in runs if r.is_finished]
+            if len(done) >= count:
+                return runs, most_in_flight
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise AssertionError(f"dagster-daemon exited: {self.daemon_log()[-3000:]}")
+            if time.monotonic() > deadline:
+                states = sorted(str(r.status) for r in runs)
+                raise AssertionError(f"runs did not end in {timeout_s:.0f} s: {states}")
+            time.sleep(0.5)
+
+    def run_workers(self) -> list[int]:
+        """Pids of the run workers of the daemon's code server (its multiprocessing children)."""
+        if self.daemon is None:
+            return []
+        pids = []
+        for proc in _descendants(self.daemon.pid):
+            with contextlib.suppress(psutil.Error):
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                cmdline = " ".join(proc.cmdline())
+                if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+                    pids.append(proc.pid)
+        return pids
+
+    def daemon_log(self) -> str:
+        """Every daemon log of this test, concatenated."""
+        return "\n".join(
+            p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted(self.log_dir.glob("*-daemon.log"))
+        )
+
+    def wait_for_step(
+        self,
+        instance: dg.DagsterInstance,
+        partition: str,
+        known: set[str],
+        steps: tuple[str, ...],
+        timeout_s: float = 600.0,
+    ) -> dg.DagsterRun:
+        """Wait for a new run of ``partition`` to start one of ``steps``; return that run."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for run in instance.get_runs():
+                if run.run_id in known or run.tags.get("dagster/partition") != partition:
+                    continue
+                if run.is_finished:
+                    raise AssertionError(f"run {run.run_id} ended ({run.status}) before {steps}")
+                if any(
+                    rec.step_key in steps
+                    and rec.dagster_event_type == dg.DagsterEventType.STEP_START
+                    for rec in instance.all_logs(run.run_id)
+                ):
+                    return run
+            time.sleep(0.5)
+        raise AssertionError(f"no run of {partition} started {steps} within {timeout_s:.0f} s")
+
+    def wait_for_killed_run(
+        self,
+        instance: dg.DagsterInstance,
+        partition: str,
+        known: set[str],
+        timeout_s: float = 600.0,
+    ) -> tuple[dg.DagsterRun, str]:
+        """Wait for a new run of ``partition`` to lose its process mid-step.
+
+        A run killed with SIGKILL never reports its end (it stays STARTED). The code server starts
+        each run worker as a multiprocessing child, so the sign of its death is that the daemon's
+        process tree holds no run worker any more; call this with that run the only one launched.
+        Returns the run and the step it was in (the last one started).
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            runs = [
+                r
+                for r in instance.get_runs()
+                if r.run_id not in known and r.tags.get("dagster/partition") == partition
+            ]
+            for run in runs:
+                if run.is_finished:
+                    raise AssertionError(f"run {run.run_id} ended ({run.status}) instead of dying")
+                if run.status != dg.DagsterRunStatus.STARTED or self.run_workers():
+                    continue
+                steps = [
+                    rec.step_key or ""
+                    for rec in instance.all_logs(run.run_id)
+                    if rec.dagster_event_type == dg.DagsterEventType.STEP_START
+                ]
+                # Re-read: the run may have ended between the two looks.
+                fresh = instance.get_run_by_id(run.run_id)
+                if steps and fresh is not None and not fresh.is_finished:
+                    return fresh, steps[-1]
+            time.sleep(0.5)
+        raise AssertionError(f"no run of {partition} died within {timeout_s:.0f} s")
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []

@@ -1,0 +1,329 @@
+"""The PostgreSQL instance in ``deploy/postgres``: daemon, run queue and partitions at once.
+
+A real PostgreSQL cluster (``pg_support.postgres_server``), the real ``dagster-daemon`` on the
+shipped instance config, runs submitted with ``dagster job backfill`` and launched by the queue
+(each run a process of its own, four at a time), the local backend, tiny synthetic series. The
+kill test SIGKILLs one run inside its knowledge_graph load transaction with the project's
+``during_load`` failpoint (armed only in the daemon that launches that run).
+"""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from fantasy_kg.domain import paths
+from fantasy_kg_tests.dagster_support import table_snapshot
+from fantasy_kg_tests.pg_support import (
+    PG_INSTANCE_DIR,
+    PG_URL_ENV,
+    PostgresServer,
+    QueuedDagster,
+    postgres_server,
+    shipped_instance_config,
+    write_test_home,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_BOOK = REPO_ROOT / "data" / "books" / "ashen_crown" / "01_the_lantern_road.txt"
+N_SERIES = 20
+MAX_RUNS = 4
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh database for this test's Dagster instance."""
+    return pg_server.create_database()
+
+
+def _paragraphs(count: int) -> str:
+    text = SAMPLE_BOOK.read_text(encoding="utf-8")
+    return "\n\n".join(text.split("\n\n")[:count]) + "\n"
+
+
+def write_series(data_dir: Path, n: int) -> list[str]:
+    """``n`` tiny one-book series (a few paragraphs of the sample each); their slugs."""
+    slugs = []
+    for i in range(n):
+        slug = f"series_{i:02d}"
+        folder = paths.books_dir(data_dir) / slug
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "01_book.txt").write_text(f"Book of {slug}\n\n" + _paragraphs(6), "utf-8")
+        slugs.append(slug)
+    return slugs
+
+
+def _env(data_dir: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANTASY_KG_")}
+    env.update(
+        {
+            PG_URL_ENV: url,
+            "FANTASY_KG_DATA_DIR": str(data_dir),
+            # The rule-based extractor alone: the tagger's model load would dominate tiny runs.
+            "FANTASY_KG_TAGGER": "off",
+            "FANTASY_KG_SENSOR_INTERVAL_SECONDS": "30",
+        }
+    )
+    return env
+
+
+def _series_in_warehouse(db: Path) -> dict[str, int]:
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = conn.execute("SELECT series, count(*) FROM entities GROUP BY series").fetchall()
+    finally:
+        conn.close()
+    return {str(s): int(n) for s, n in rows}
+
+
+def _batch_jobs(data_dir: Path) -> set[str]:
+    return {p.name for p in paths.jobs_dir(data_dir).glob("*.json")}
+
+
+def _lock_errors(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> list[str]:
+    found = []
+    for run in runs:
+        for record in instance.all_logs(run.run_id):
+            text = record.message or ""
+            if "Could not set lock" in text or "Conflicting lock" in text:
+                found.append(f"{run.tags.get('dagster/partition')}: {text[:200]}")
+    return found
+
+
+COST_TABLES = ("batch_jobs", "costs")
+"""Tables the cost_summary step replaces, in its own transaction before knowledge_graph's."""
+
+
+def _without(rows: list[tuple[object, ...]], series: str) -> list[tuple[object, ...]]:
+    """Rows of other series (every table has a ``series`` column)."""
+    return [r for r in rows if series not in r]
+
+
+def _partition_of(run: dg.DagsterRun) -> str:
+    return run.tags.get("dagster/partition", "")
+
+
+def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    config = shipped_instance_config()
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": PG_URL_ENV}}}
+    runs = config["concurrency"]["runs"]  # type: ignore[index]
+    assert runs["max_concurrent_runs"] == MAX_RUNS
+    assert {
+        "key": "dagster/partition",
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": 1,
+    } in runs["tag_concurrency_limits"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PG_URL_ENV, pg_url)
+        instance = dg.DagsterInstance.from_config(str(PG_INSTANCE_DIR))
+        try:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+            assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            settings = instance.get_concurrency_config()
+            assert settings.run_queue_config is not None
+            assert settings.run_queue_config.max_concurrent_runs == MAX_RUNS
+            assert settings.pool_config.default_pool_limit == 1
+            assert instance.run_monitoring_enabled
+        finally:
+            instance.dispose()
+    # What Dagster writes next to the config in DAGSTER_HOME stays out of Git.
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(PG_INSTANCE_DIR / "storage" / "run.log")],
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert ignored.returncode == 0
+
+
+def test_twenty_partitions_four_at_a_time_then_a_rerun_creates_no_batch(
+    pg_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    slugs = write_series(data_dir, N_SERIES)
+    dagster = QueuedDagster(write_test_home(tmp_path / "home"), _env(data_dir, pg_url), tmp_path)
+    instance = dagster.instance()
+    dagster.start_daemon()
+    try:
+        dagster.backfill(slugs)
+        runs, most = dagster.wait_for_runs(instance, N_SERIES)
+        failed = [
+            (_partition_of(r), r.status) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS
+        ]
+        assert not failed, f"{failed}\n{dagster.daemon_log()[-3000:]}"
+        assert sorted(_partition_of(r) for r in runs) == slugs
+        # The queue, not the machine, decided how many ran at once.
+        assert 1 < most <= MAX_RUNS
+        assert not _lock_errors(instance, runs)
+
+        db = paths.warehouse_path(data_dir)
+        loaded = _series_in_warehouse(db)
+        assert sorted(loaded) == slugs and all(n > 0 for n in loaded.values())
+        jobs, before = _batch_jobs(data_dir), table_snapshot(db)
+        assert len(jobs) >= N_SERIES
+
+        dagster.backfill(slugs)
+        rerun, _ = dagster.wait_for_runs(instance, 2 * N_SERIES)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in rerun)
+        assert _batch_jobs(data_dir) == jobs, "the rerun created a batch"
+        assert table_snapshot(db) == before
+    finally:
+        dagster.stop_daemon()
+        instance.dispose()
+
+
+def test_a_run_killed_mid_load_keeps_the_previous_state_and_reruns(
+    pg_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    slugs = write_series(data_dir, MAX_RUNS)
+    victim = slugs[1]
+    home = write_test_home(
+        tmp_path / "home", poll_interval_seconds=1, free_slots_after_run_end_seconds=1
+    )
+    dagster = QueuedDagster(home, _env(data_dir, pg_url), tmp_path)
+    instance = dagster.instance()
+    try:
+        dagster.start_daemon()
+        dagster.backfill(slugs)
+        runs, _ = dagster.wait_for_runs(instance, len(slugs))
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        db = paths.warehouse_path(data_dir)
+        before = table_snapshot(db)
+        dagster.stop_daemon()
+
+        # New text for the victim, so that its next load changes its rows.
+        book = paths.books_dir(data_dir) / victim / "01_book.txt"
+        book.write_text(book.read_text("utf-8") + "\n" + _paragraphs(12), "utf-8")
+
+        # A daemon whose run workers die with SIGKILL inside a load transaction: the failpoint
+        # counts replaced tables per process; cost_summary replaces two (batch_jobs, costs) in
+        # its own transaction, so the 4th lands inside knowledge_graph's, after its first
+        # tables' rows were already deleted and re-inserted.
+        known = {r.run_id for r in runs}
+        dagster.start_daemon({"FANTASY_KG_FAILPOINT": "during_load:4"})
+        dagster.backfill([victim])
+        killed, step = dagster.wait_for_killed_run(instance, victim, known)
+        dagster.stop_daemon()
+        assert step == "knowledge_graph", step
+        killed_state = table_snapshot(db)
+        for table, rows in killed_state.items():
+            if table in COST_TABLES:
+                # cost_summary finished before the kill: its commit stands, for the victim only.
+                assert _without(rows, victim) == _without(before[table], victim), table
+            else:
+                assert rows == before[table], f"a killed load changed {table}"
+
+        # What an operator does for a run whose process is gone (the UI's force-terminate):
+        # mark it failed; run monitoring frees its pool slot, and the series runs again.
+        instance.report_run_failed(killed, "run worker killed with SIGKILL by the test")
+        known.add(killed.run_id)
+        dagster.start_daemon()
+        dagster.backfill([victim])
+        runs, _ = dagster.wait_for_runs(instance, len(known) + 1)
+        rerun = [r for r in runs if r.run_id not in known]
+        assert [r.status for r in rerun] == [dg.DagsterRunStatus.SUCCESS], dagster.daemon_log()[
+            -3000:
+        ]
+        after = table_snapshot(db)
+        for table, rows in after.items():
+            assert _without(rows, victim) == _without(before[table], victim), table
+        assert _series_in_warehouse(db)[victim] > 0
+        assert after != before, "the re-run did not load the victim's new text"
+    finally:
+        dagster.stop_daemon()
+        instance.dispose()
+
+
+def _catalog_snapshot(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table a reader of the scale-out warehouse sees (sorted)."""
+    from fantasy_kg.warehouse.load import connect
+
+    conn = connect(db, read_only=True)
+    try:
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
+                "OR table_type = 'BASE TABLE'"
+            ).fetchall()
+        ]
+        return {
+            t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)
+            for t in tables
+            # load_runs grows with every load; schema_migrations is made at connect (in memory).
+            if t not in ("load_runs", "schema_migrations")
+        }
+    finally:
+        conn.close()
+
+
+def test_scale_out_warehouse_run_killed_mid_load_keeps_the_published_state(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FANTASY_KG_WAREHOUSE=shards: a run SIGKILLed between staging and publishing its series."""
+    data_dir = tmp_path / "data"
+    slugs = write_series(data_dir, 3)
+    victim = slugs[0]
+    env = {**_env(data_dir, pg_url), "FANTASY_KG_WAREHOUSE": "shards"}
+    monkeypatch.setenv("FANTASY_KG_WAREHOUSE", "shards")
+    home = write_test_home(
+        tmp_path / "home", poll_interval_seconds=1, free_slots_after_run_end_seconds=1
+    )
+    dagster = QueuedDagster(home, env, tmp_path)
+    instance = dagster.instance()
+    db = paths.warehouse_path(data_dir)
+    try:
+        dagster.start_daemon()
+        dagster.backfill(slugs)
+        runs, _ = dagster.wait_for_runs(instance, len(slugs))
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        before = _catalog_snapshot(db)
+        assert before["entities"]
+        dagster.stop_daemon()
+
+        book = paths.books_dir(data_dir) / victim / "01_book.txt"
+        book.write_text(book.read_text("utf-8") + "\n" + _paragraphs(12), "utf-8")
+        known = {r.run_id for r in runs}
+        # Each warehouse step (cost_summary, knowledge_graph: whichever comes first) sleeps
+        # between staging the series and publishing it; the test kills the run worker there
+        # with SIGKILL from outside, like an OOM kill.
+        dagster.start_daemon({"FANTASY_KG_TEST_PAUSE_IN_LOAD": "600"})
+        dagster.backfill([victim])
+        run = dagster.wait_for_step(instance, victim, known, ("cost_summary", "knowledge_graph"))
+        time.sleep(5)  # well inside the 600 s pause
+        for pid in dagster.run_workers():
+            os.kill(pid, signal.SIGKILL)
+        dagster.stop_daemon()
+        assert _catalog_snapshot(db) == before, "a killed scale-out load changed what readers see"
+
+        instance.report_run_failed(run, "run worker killed with SIGKILL by the test")
+        known.add(run.run_id)
+        dagster.start_daemon()
+        dagster.backfill([victim])
+        runs, _ = dagster.wait_for_runs(instance, len(known) + 1)
+        rerun = [r for r in runs if r.run_id not in known]
+        assert [r.status for r in rerun] == [dg.DagsterRunStatus.SUCCESS]
+        after = _catalog_snapshot(db)
+        for table, rows in after.items():
+            assert _without(rows, victim) == _without(before.get(table, []), victim), table
+        assert after != before
+    finally:
+        dagster.stop_daemon()
+        instance.dispose()
