@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fantasy_kg.domain.errors import ConfigError
 from fantasy_kg.domain.paths import atomic_write_text
@@ -66,18 +66,7 @@ OverrideKind = Literal[
     "thinking",
     "text",
 ]
-_OVERRIDE_KINDS = (
-    "errored",
-    "expired",
-    "canceled",
-    "max_tokens",
-    "refusal",
-    "model_context_window_exceeded",
-    "invalid_json",
-    "schema_invalid",
-    "thinking",
-    "text",
-)
+_OVERRIDE_KINDS: tuple[str, ...] = get_args(OverrideKind)
 
 #: The submission nonce fantasy_kg appends to each custom_id it sends (the format of
 #: ``fantasy_kg.llm.ownership.wire_custom_id``, repeated so the server need not import the SDK).
