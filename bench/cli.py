@@ -49,6 +49,9 @@ def _failed_row(scenario: str, result: WorkerResult, quick: bool) -> dict[str, A
 def run_scenario(name: str, ctx: Context, timeout_s: float, verbose: bool) -> list[dict[str, Any]]:
     """Prepare one scenario and measure all its cases; always returns at least one row."""
     module = get_scenario(name)
+    # A scenario that needs longer than the default at full size says so (TIMEOUT_FULL_S).
+    if not ctx.quick:
+        timeout_s = max(timeout_s, float(getattr(module, "TIMEOUT_FULL_S", 0.0)))
     quick_flag = ["--quick"] if ctx.quick else []
     _log(f"[{name}] preparing inputs")
     t0 = time.perf_counter()

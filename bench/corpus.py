@@ -127,6 +127,12 @@ _NAME_RE = re.compile(
 )
 
 
+def renamed(text: str, copy: int) -> str:
+    """``text`` with every Oz name swapped for library copy ``copy``'s invented name."""
+    mapping = rename_map(copy)
+    return _NAME_RE.sub(lambda m: mapping[m.group(1)], text)
+
+
 def make_library(source: Path, dest: Path, copies: int) -> list[Path]:
     """Write ``copies`` renamed copies of the series in ``source`` under ``dest``.
 
@@ -141,16 +147,10 @@ def make_library(source: Path, dest: Path, copies: int) -> list[Path]:
     shutil.rmtree(dest, ignore_errors=True)
     books = book_files(source)
     for k, folder in enumerate(folders, start=1):
-        mapping = rename_map(k)
         folder.mkdir(parents=True, exist_ok=True)
-
-        def swap(m: "re.Match[str]", mp: dict[str, str] = mapping) -> str:
-            return mp[m.group(1)]
-
         for book in books:
-            text = book.read_text(encoding="utf-8")
-            renamed = _NAME_RE.sub(swap, text)
-            (folder / book.name).write_text(renamed, encoding="utf-8")
+            text = renamed(book.read_text(encoding="utf-8"), k)
+            (folder / book.name).write_text(text, encoding="utf-8")
     stamp.write_text(json.dumps(want), encoding="utf-8")
     return folders
 

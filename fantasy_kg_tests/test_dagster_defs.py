@@ -184,6 +184,7 @@ def test_readme_dagster_home_applies_the_instance_settings(
         assert granularity is not None and granularity.value == "op"
         assert config.run_queue_config is not None
         assert config.run_queue_config.max_concurrent_runs > 1
+        assert instance.run_coordinator.dequeue_use_threads  # type: ignore[attr-defined]
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_max_runtime_seconds > 0
         assert instance.nux_enabled is False

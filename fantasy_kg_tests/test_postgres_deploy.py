@@ -164,6 +164,8 @@ def test_helm_values_serve_the_code_location_on_k8s_and_postgres() -> None:
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queued["dequeueUseThreads"] is True and queued["dequeueNumWorkers"] >= 1
     limits = values["concurrency"]["runs"]["tagConcurrencyLimits"]
     assert {
         "key": "dagster/partition",

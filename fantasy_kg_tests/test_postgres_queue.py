@@ -136,6 +136,9 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            # Runs of a backfill are launched in parallel, not one code-location load at a time.
+            assert instance.run_coordinator.dequeue_use_threads  # type: ignore[attr-defined]
+            assert instance.run_coordinator.dequeue_num_workers >= MAX_RUNS  # type: ignore[attr-defined]
             settings = instance.get_concurrency_config()
             assert settings.run_queue_config is not None
             assert settings.run_queue_config.max_concurrent_runs == MAX_RUNS
