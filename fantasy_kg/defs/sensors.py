@@ -372,8 +372,7 @@ def build_completion_sensor(
                 )
                 waiting.append(
                     f"{job.series} {job.id}: {requested} results runs did not settle it; run "
-                    f"`dagster asset materialize -m fantasy_kg.definitions --select "
-                    f"'extraction_results*' --partition {job.series}`"
+                    f"`dg launch --assets 'extraction_results*' --partition {job.series}`"
                 )
                 continue
             busy = _partition_busy(context.instance, job.series, stale_run_seconds)
