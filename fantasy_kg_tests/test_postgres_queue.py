@@ -330,3 +330,53 @@ def test_scale_out_warehouse_run_killed_mid_load_keeps_the_published_state(
     finally:
         dagster.stop_daemon()
         instance.dispose()
+
+
+def test_the_daemons_sensor_completes_claude_batches_on_postgres(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Real-key flow on the queued instance: runs submit, the daemon's sensor queues the rest.
+
+    A loopback Anthropic API (the project's local API, reached with a fake key as if it were
+    Claude) keeps each batch in progress for a while, so ``extraction_batch`` returns at once and
+    the run ends with its downstream steps skipped. The daemon then ticks the completion sensor
+    (its cursor and ticks in PostgreSQL), which queues one results run per ended batch; those
+    runs go through the same queue and load every series. No batch is created twice.
+    """
+    from fantasy_kg.defs.keys import ATTEMPT_TAG, BATCH_ID_TAG
+    from fantasy_kg.defs.sensors import SENSOR_NAME
+    from fantasy_kg_tests.llm_support import FAKE_KEY, create_bodies, server
+
+    data_dir = tmp_path / "data"
+    slugs = write_series(data_dir, 3)
+    with server(tmp_path / "api", min_processing_seconds=15) as api:
+        env = _env(data_dir, pg_url) | {
+            "ANTHROPIC_API_KEY": FAKE_KEY,
+            "ANTHROPIC_BASE_URL": api.base_url,
+            "FANTASY_KG_SENSOR_INTERVAL_SECONDS": "5",
+        }
+        dagster = QueuedDagster(write_test_home(tmp_path / "home"), env, tmp_path)
+        instance = dagster.instance()
+        dagster.start_daemon()
+        try:
+            dagster.backfill(slugs)
+            runs, _ = dagster.wait_for_runs(instance, 2 * len(slugs), timeout_s=900)
+            failed = [(_partition_of(r), r.status) for r in runs if not r.is_success]
+            assert not failed, f"{failed}\n{dagster.daemon_log()[-3000:]}"
+
+            by_sensor = [r for r in runs if BATCH_ID_TAG in r.tags]
+            assert sorted(_partition_of(r) for r in by_sensor) == slugs
+            assert all(r.tags[ATTEMPT_TAG] == "1" for r in by_sensor)
+            assert all(r.tags.get("dagster/sensor_name") == SENSOR_NAME for r in by_sensor)
+            batch_ids = {r.tags[BATCH_ID_TAG] for r in by_sensor}
+            assert len(batch_ids) == len(slugs) == len(create_bodies(api))
+
+            loaded = _series_in_warehouse(paths.warehouse_path(data_dir))
+            assert sorted(loaded) == slugs and all(n > 0 for n in loaded.values())
+            state = next(s for s in instance.all_instigator_state() if s.name == SENSOR_NAME)
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+            requested = {run_id for t in ticks for run_id in t.run_ids}
+            assert {r.run_id for r in by_sensor} <= requested
+        finally:
+            dagster.stop_daemon()
+            instance.dispose()
