@@ -338,7 +338,7 @@ def test_the_daemons_sensor_completes_claude_batches_on_postgres(
     """Real-key flow on the queued instance: runs submit, the daemon's sensor queues the rest.
 
     A loopback Anthropic API (the project's local API, reached with a fake key as if it were
-    Claude) keeps each batch in progress for a while, so ``extraction_batch`` returns at once and
+    Claude) keeps each batch in progress for 30 s, so ``extraction_batch`` returns at once and
     the run ends with its downstream steps skipped. The daemon then ticks the completion sensor
     (its cursor and ticks in PostgreSQL), which queues one results run per ended batch; those
     runs go through the same queue and load every series. No batch is created twice.
@@ -349,7 +349,7 @@ def test_the_daemons_sensor_completes_claude_batches_on_postgres(
 
     data_dir = tmp_path / "data"
     slugs = write_series(data_dir, 3)
-    with server(tmp_path / "api", min_processing_seconds=15) as api:
+    with server(tmp_path / "api", min_processing_seconds=30) as api:
         env = _env(data_dir, pg_url) | {
             "ANTHROPIC_API_KEY": FAKE_KEY,
             "ANTHROPIC_BASE_URL": api.base_url,
