@@ -325,10 +325,14 @@ class QueuedDagster:
     ) -> tuple[dg.DagsterRun, str]:
         """Wait for a new run of ``partition`` to lose its process mid-step.
 
-        A run killed with SIGKILL never reports its end (it stays STARTED). The code server starts
-        each run worker as a multiprocessing child, so the sign of its death is that the daemon's
-        process tree holds no run worker any more; call this with that run the only one launched.
-        Returns the run and the step it was in (the last one started).
+        A run worker killed with SIGKILL never reports its end. The code server starts each run
+        worker as a multiprocessing child and, when it notices the child gone, marks the run
+        FAILURE with an engine event "Run execution process for <id> was terminated by signal 9";
+        until then (or if the code server died too) the run stays STARTED. Both are a death: a
+        STARTED run with no run worker left in the daemon's process tree (call this with that run
+        the only one launched), or a FAILURE carrying that engine event and no step failure. Any
+        other end is a real failure and fails the test. Returns the run and the step it was in
+        (the last one started).
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -339,20 +343,40 @@ class QueuedDagster:
             ]
             for run in runs:
                 if run.is_finished:
+                    steps = _started_steps(instance, run.run_id)
+                    if run.status == dg.DagsterRunStatus.FAILURE and _died(instance, run.run_id):
+                        return run, steps[-1] if steps else ""
                     raise AssertionError(f"run {run.run_id} ended ({run.status}) instead of dying")
                 if run.status != dg.DagsterRunStatus.STARTED or self.run_workers():
                     continue
-                steps = [
-                    rec.step_key or ""
-                    for rec in instance.all_logs(run.run_id)
-                    if rec.dagster_event_type == dg.DagsterEventType.STEP_START
-                ]
-                # Re-read: the run may have ended between the two looks.
+                steps = _started_steps(instance, run.run_id)
+                # Re-read: the code server may have marked it failed between the two looks.
                 fresh = instance.get_run_by_id(run.run_id)
-                if steps and fresh is not None and not fresh.is_finished:
+                if steps and fresh is not None:
                     return fresh, steps[-1]
             time.sleep(0.5)
         raise AssertionError(f"no run of {partition} died within {timeout_s:.0f} s")
+
+
+def _started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [
+        rec.step_key or ""
+        for rec in instance.all_logs(run_id)
+        if rec.dagster_event_type == dg.DagsterEventType.STEP_START
+    ]
+
+
+def _died(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether a failed run failed because its process died, not because a step raised."""
+    records = instance.all_logs(run_id)
+    if any(rec.dagster_event_type == dg.DagsterEventType.STEP_FAILURE for rec in records):
+        return False
+    return any(
+        rec.dagster_event_type == dg.DagsterEventType.ENGINE_EVENT
+        and "Run execution process for" in rec.message
+        and "signal 9" in rec.message
+        for rec in records
+    )
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -222,7 +222,7 @@ def _pid_alive(pid: int, since: float) -> bool:
 def _run_alive(instance: dg.DagsterInstance, record: dg.RunRecord, stale_after: float) -> bool:
     """Whether a run that the instance shows as queued-to-started is really still going.
 
-    A SIGKILLed or OOM-killed run stays STARTED forever (see the module docstring): on a
+    A SIGKILLed or OOM-killed run can stay STARTED forever (see the module docstring): on a
     single-host instance its processes are checked, otherwise its last event must be recent.
     """
     run = record.dagster_run
