@@ -288,19 +288,14 @@ class ResultProcessor:
             write_failure(out_dir, outcome.failure)
             return
         assert outcome.result is not None
-        prov = Provenance(
+        prov = Provenance.of_request(
+            meta,
             custom_id=cid,
-            file_name=meta.file_name,
-            chunk_id=meta.chunk_id,
             series=meta.series or job.series,
-            section_path=meta.section_path,
-            sha256=meta.sha256,
-            prompt_version=meta.prompt_version,
             model=job.model,
             batch_id=job.id,
             backend=job.backend,
             mode="batch",
-            written_at=utcnow().isoformat(),
             usage=usage,
             cost=cost,
             rejected=outcome.rejected,

@@ -25,7 +25,7 @@ from fantasy_kg.domain.errors import UserError
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult
 from fantasy_kg.llm.backend import make_async_client, resolve_backend
-from fantasy_kg.llm.jobs import FailureRecord, utcnow
+from fantasy_kg.llm.jobs import FailureRecord
 from fantasy_kg.llm.requests import (
     API_VERSION,
     PreparedRequest,
@@ -260,19 +260,12 @@ class UnifiedLLMService:
                 write_failure(out_dir, outcome.failure)
                 return
             assert outcome.result is not None
-            prov = Provenance(
-                custom_id=meta.custom_id,
-                file_name=meta.file_name,
-                chunk_id=meta.chunk_id,
-                series=meta.series,
-                section_path=meta.section_path,
-                sha256=meta.sha256,
-                prompt_version=meta.prompt_version,
+            prov = Provenance.of_request(
+                meta,
                 model=info.id,
                 batch_id=REALTIME_BATCH_ID,
                 backend=self.provider.backend,
                 mode="realtime",
-                written_at=_now(),
                 usage=usage,
                 cost=cost,
                 rejected=outcome.rejected,
@@ -354,10 +347,6 @@ class UnifiedLLMService:
             "cost": cost,
             "failures": list(failures.values()),
         }
-
-
-def _now() -> str:
-    return utcnow().isoformat()
 
 
 __all__ = ["API_VERSION", "AnthropicProvider", "UnifiedLLMService"]
