@@ -44,6 +44,7 @@ from fantasy_kg.pipeline.extraction_plan import (
     StatusCallback,
     SubmissionPlan,
     default_max_tokens,
+    each_once,
     find_series_ontology,
     plan_series,
     plan_submission,
@@ -165,12 +166,7 @@ async def run_full_async(
             provider=prov,
         )
         queue = [j.id for j in jobs]
-        done: set[str] = set()
-        while queue:
-            batch_id = queue.pop(0)
-            if batch_id in done:
-                continue
-            done.add(batch_id)
+        for batch_id in each_once(queue):
             job = store.load(batch_id)
             if not job.is_ended:
                 try:
@@ -183,7 +179,7 @@ async def run_full_async(
                     continue
             res = await retrieve_batch_async(batch_id, store.root, provider=prov)
             results.append(res)
-            if res.followup_batch_id and res.followup_batch_id not in done:
+            if res.followup_batch_id:
                 queue.append(res.followup_batch_id)
     finally:
         if owned:

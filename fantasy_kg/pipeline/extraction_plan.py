@@ -8,7 +8,7 @@ extraction step shares.
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -110,6 +110,21 @@ def read_section_inputs(
     out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
     info = get_model(model or default_model())
     return SectionInputs(sec_dir, out_dir, info, read_sections(sec_dir, series))
+
+
+def each_once(queue: list[str]) -> Iterator[str]:
+    """Take batch ids off the front of ``queue`` until it is empty, each id only once.
+
+    Retrieving a batch may create its follow-up, which the caller appends to ``queue`` while
+    iterating; an id met again (a follow-up also listed as in flight) is skipped, so no batch
+    is polled or retrieved twice in one pass.
+    """
+    seen: set[str] = set()
+    while queue:
+        batch_id = queue.pop(0)
+        if batch_id not in seen:
+            seen.add(batch_id)
+            yield batch_id
 
 
 def default_max_tokens(model: ModelInfo) -> int:
