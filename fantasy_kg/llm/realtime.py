@@ -40,6 +40,7 @@ from fantasy_kg.llm.requests import (
 from fantasy_kg.llm.results import (
     Provenance,
     cost_of,
+    errored_record,
     interpret_message,
     record_split,
     try_merge,
@@ -147,16 +148,8 @@ def _failure_from_exception(
         retryable = etype != "invalid_request_error" and exc.status_code not in (400, 401, 403)
     else:
         etype, message, retryable = "connection_error", type(exc).__name__, True
-    return FailureRecord(
-        custom_id=meta.custom_id,
-        batch_id=REALTIME_BATCH_ID,
-        type="errored",
-        error_type=etype,
-        message=message[:2000],
-        retryable=retryable,
-        attempt=attempt,
-        file_name=meta.file_name,
-        series=meta.series,
+    return errored_record(
+        meta, etype, message, batch_id=REALTIME_BATCH_ID, attempt=attempt, retryable=retryable
     )
 
 

@@ -181,13 +181,37 @@ def interpret_error(error: Any, meta: RequestMeta, *, batch_id: str, attempt: in
     inner = _get(error, "error", error)
     etype = str(_get(inner, "type", "") or "unknown_error")
     message = str(_get(inner, "message", "") or "")
+    return errored_record(
+        meta,
+        etype,
+        message,
+        batch_id=batch_id,
+        attempt=attempt,
+        retryable=etype != "invalid_request_error",
+    )
+
+
+def errored_record(
+    meta: RequestMeta,
+    error_type: str,
+    message: str,
+    *,
+    batch_id: str,
+    attempt: int,
+    retryable: bool,
+) -> FailureRecord:
+    """The failure record of an ``errored`` request, from a batch line or a real-time call.
+
+    One constructor for both modes, so their records agree field for field (the message is cut
+    to 2,000 characters: an API message can quote a whole request).
+    """
     return FailureRecord(
         custom_id=meta.custom_id,
         batch_id=batch_id,
         type="errored",
-        error_type=etype,
+        error_type=error_type,
         message=message[:2000],
-        retryable=etype != "invalid_request_error",
+        retryable=retryable,
         attempt=attempt,
         file_name=meta.file_name,
         series=meta.series,
