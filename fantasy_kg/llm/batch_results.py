@@ -54,6 +54,7 @@ from fantasy_kg.llm.results import (
     interpret_message,
     not_run_failure,
     record_split,
+    request_failure,
     try_merge,
     write_failure,
     write_result,
@@ -334,13 +335,13 @@ class ResultProcessor:
     ) -> tuple[FailureRecord, tuple[str, str] | None]:
         """Record a truncated answer and, when possible, plan its two halves for the follow-up."""
         cid = meta.custom_id
-        base = FailureRecord(
-            custom_id=cid,
+        base = request_failure(
+            meta,
+            stop_reason,
+            "",
             batch_id=job.id,
-            type=stop_reason,
             attempt=job.attempt,
-            file_name=meta.file_name,
-            series=meta.series,
+            retryable=False,
             stop_reason=stop_reason,
         )
         if job.attempt >= job.max_attempts + MAX_SPLIT_ROUNDS:

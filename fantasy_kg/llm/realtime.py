@@ -40,9 +40,9 @@ from fantasy_kg.llm.requests import (
 from fantasy_kg.llm.results import (
     Provenance,
     cost_of,
-    errored_record,
     interpret_message,
     record_split,
+    request_failure,
     try_merge,
     write_failure,
     write_result,
@@ -148,8 +148,14 @@ def _failure_from_exception(
         retryable = etype != "invalid_request_error" and exc.status_code not in (400, 401, 403)
     else:
         etype, message, retryable = "connection_error", type(exc).__name__, True
-    return errored_record(
-        meta, etype, message, batch_id=REALTIME_BATCH_ID, attempt=attempt, retryable=retryable
+    return request_failure(
+        meta,
+        "errored",
+        message,
+        batch_id=REALTIME_BATCH_ID,
+        attempt=attempt,
+        retryable=retryable,
+        error_type=etype,
     )
 
 
@@ -279,15 +285,13 @@ class UnifiedLLMService:
             ids = (half_custom_id(meta.custom_id, "a"), half_custom_id(meta.custom_id, "b"))
             halves = split_request(req.body, ids) if attempt < self.max_attempts else None
             if halves is None:
-                rec = FailureRecord(
-                    custom_id=meta.custom_id,
+                rec = request_failure(
+                    meta,
+                    stop,
+                    f"answer truncated ({stop}); raise --max-tokens or re-section",
                     batch_id=REALTIME_BATCH_ID,
-                    type=stop,
-                    message=f"answer truncated ({stop}); raise --max-tokens or re-section",
-                    retryable=False,
                     attempt=attempt,
-                    file_name=meta.file_name,
-                    series=meta.series,
+                    retryable=False,
                     stop_reason=stop,
                 )
                 failures[meta.custom_id] = rec

@@ -123,15 +123,13 @@ def interpret_message(
     usage = usage_of(message)
 
     def fail(kind: str, msg: str, retryable: bool = False) -> Outcome:
-        rec = FailureRecord(
-            custom_id=cid,
+        rec = request_failure(
+            meta,
+            kind,
+            msg,
             batch_id=batch_id,
-            type=kind,
-            message=msg[:2000],
-            retryable=retryable,
             attempt=attempt,
-            file_name=meta.file_name,
-            series=meta.series,
+            retryable=retryable,
             stop_reason=stop,
         )
         return Outcome(custom_id=cid, failure=rec, stop_reason=stop, usage=usage)
@@ -181,40 +179,45 @@ def interpret_error(error: Any, meta: RequestMeta, *, batch_id: str, attempt: in
     inner = _get(error, "error", error)
     etype = str(_get(inner, "type", "") or "unknown_error")
     message = str(_get(inner, "message", "") or "")
-    return errored_record(
+    return request_failure(
         meta,
-        etype,
+        "errored",
         message,
         batch_id=batch_id,
         attempt=attempt,
         retryable=etype != "invalid_request_error",
+        error_type=etype,
     )
 
 
-def errored_record(
+def request_failure(
     meta: RequestMeta,
-    error_type: str,
+    kind: str,
     message: str,
     *,
     batch_id: str,
     attempt: int,
     retryable: bool,
+    error_type: str = "",
+    stop_reason: str = "",
 ) -> FailureRecord:
-    """The failure record of an ``errored`` request, from a batch line or a real-time call.
+    """The failure record of ``meta``'s request, whatever went wrong and in either mode.
 
-    One constructor for both modes, so their records agree field for field (the message is cut
-    to 2,000 characters: an API message can quote a whole request).
+    Batch lines, real-time calls, unusable answers and cut answers are all recorded through
+    here, so their records agree field for field (the message is cut to 2,000 characters: an
+    API message can quote a whole request).
     """
     return FailureRecord(
         custom_id=meta.custom_id,
         batch_id=batch_id,
-        type="errored",
+        type=kind,
         error_type=error_type,
         message=message[:2000],
         retryable=retryable,
         attempt=attempt,
         file_name=meta.file_name,
         series=meta.series,
+        stop_reason=stop_reason,
     )
 
 
@@ -227,15 +230,8 @@ def not_run_failure(
         "canceled": "the batch was canceled before this request ran",
         "missing_result": "the batch ended but its results held no line for this custom_id",
     }.get(kind, kind)
-    return FailureRecord(
-        custom_id=meta.custom_id,
-        batch_id=batch_id,
-        type=kind,
-        message=message or default,
-        retryable=True,
-        attempt=attempt,
-        file_name=meta.file_name,
-        series=meta.series,
+    return request_failure(
+        meta, kind, message or default, batch_id=batch_id, attempt=attempt, retryable=True
     )
 
 
