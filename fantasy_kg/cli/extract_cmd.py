@@ -18,6 +18,7 @@ from fantasy_kg.cli.options import (
     dedicated_workspace_option,
     dir_option,
     effort_option,
+    extracted_output_option,
     max_cost_option,
     max_tokens_option,
     model_option,
@@ -75,9 +76,7 @@ def _status_doc(job: "JobRecord") -> dict[str, Any]:
 @dir_option(
     "--input-dir", help="Folder of <slug>_section_NN.txt + .meta.json. Default: <data>/sections."
 )
-@dir_option(
-    "--output-dir", help="Where <custom_id>_extracted.json files go. Default: <data>/extracted."
-)
+@extracted_output_option
 @click.option("--series", default=None, help="Only this series (slug). Default: every series.")
 @click.option("--batch-id", default=None, help="The batch for --mode status / retrieve.")
 @dir_option("--jobs-dir", help="Folder of job files. Default: <data>/batch_jobs.")
@@ -227,9 +226,7 @@ def _extract_batch(
 )
 @model_option
 @dir_option("--input-dir", help="Folder of section files. Default: <data>/sections.")
-@dir_option(
-    "--output-dir", help="Where <custom_id>_extracted.json files go. Default: <data>/extracted."
-)
+@extracted_output_option
 @click.option("--series", default=None, help="Only this series (slug).")
 @max_tokens_option
 @effort_option

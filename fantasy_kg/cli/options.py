@@ -30,6 +30,20 @@ def file_option(*decls: str, help: str) -> Callable[[F], F]:
     )
 
 
+def db_option(fn: F) -> F:
+    """``--db``: the DuckDB file (``db_path``); the data directory's warehouse when omitted."""
+    return file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")(
+        fn
+    )
+
+
+def extracted_output_option(fn: F) -> F:
+    """``--output-dir`` of the extraction commands: where result files are written."""
+    return dir_option(
+        "--output-dir", help="Where <custom_id>_extracted.json files go. Default: <data>/extracted."
+    )(fn)
+
+
 # Same values as fantasy_kg.llm.backend.BACKEND_CHOICES; repeated so that `fantasy-kg --help` does
 # not import the SDK (a test keeps the two equal).
 BACKEND_CHOICES = ("auto", "anthropic", "local")

@@ -7,9 +7,9 @@ from rich.console import Console
 
 from fantasy_kg.cli.options import (
     backend_option,
+    db_option,
     dedicated_workspace_option,
     dir_option,
-    file_option,
     max_cost_option,
     mixed_backends_option,
     model_option,
@@ -23,7 +23,7 @@ from fantasy_kg.cli.output import PollProgress, emit
 @model_option
 @backend_option
 @dir_option("--books-dir", help="Folder of series folders. Default: <data>/books.")
-@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
+@db_option
 @max_cost_option("submit when the pre-flight batch estimate")
 @sizing_options
 @click.option(

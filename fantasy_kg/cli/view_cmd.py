@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from fantasy_kg.cli.options import file_option
+from fantasy_kg.cli.options import db_option, file_option
 from fantasy_kg.domain import paths
 from fantasy_kg.pipeline.view import LOCAL_NOTE, write_view
 
@@ -27,7 +27,7 @@ from fantasy_kg.pipeline.view import LOCAL_NOTE, write_view
     help="Spoiler-free file: keep only facts first stated by the end of book N.",
 )
 @click.option("--open", "open_page", is_flag=True, help="Open the page in the default browser.")
-@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
+@db_option
 def view_command(
     series: str,
     output: Path | None,

@@ -19,7 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from fantasy_kg.cli.options import dir_option, file_option, format_option, mixed_backends_option
+from fantasy_kg.cli.options import (
+    db_option,
+    dir_option,
+    file_option,
+    format_option,
+    mixed_backends_option,
+)
 from fantasy_kg.domain import paths
 from fantasy_kg.domain.errors import ConfigError, InputFileError
 from fantasy_kg.domain.graph.models import ProposalRow, column_names
@@ -104,7 +110,7 @@ class _SeriesProgress:
     help="Folder of <custom_id>_extracted.json result files. Default: <data>/extracted.",
 )
 @click.option("--series", default=None, help="Only this series (default: every series found).")
-@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
+@db_option
 @dir_option(
     "--jobs-dir",
     help="Batch job files (batch ids, prompt versions, costs). Default: <data>/batch_jobs.",
@@ -200,7 +206,7 @@ def load_command(
 
 @click.command("sql")
 @click.argument("query")
-@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
+@db_option
 @format_option
 @click.option(
     "--param",
@@ -229,7 +235,7 @@ def ontology_group() -> None:
 
 @ontology_group.command("proposals")
 @click.option("--series", required=True, help="Series slug.")
-@file_option("--db", "db_path", help="DuckDB file. Default: <data>/fantasy_kg.duckdb.")
+@db_option
 @click.option("--all", "show_all", is_flag=True, help="Include proposals already in the ontology.")
 @format_option
 def proposals_command(series: str, db_path: Path | None, show_all: bool, fmt: str) -> None:

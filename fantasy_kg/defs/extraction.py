@@ -4,7 +4,7 @@ Why it works this way: docs/architecture.md, "Dagster definitions".
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from fantasy_kg.pipeline.extraction import (
     retrieve_batch_async,
     submit_series_async,
 )
+from fantasy_kg.pipeline.extraction_plan import each_once
 
 
 def usage_metadata(usage: TokenUsage, cost: Cost) -> dict[str, dg.MetadataValue]:
@@ -90,13 +91,8 @@ async def _collect(
     """
     store = provider.store
     queue = [j.id for j in owed_jobs(store, series)]
-    seen: set[str] = set()
     out = _Collected()
-    while queue:
-        batch_id = queue.pop(0)
-        if batch_id in seen:
-            continue
-        seen.add(batch_id)
+    for batch_id in each_once(queue):
         job = store.load(batch_id)
         # A batch sent through the other backend (a key added or removed since) is read through
         # the backend its job file records; the pipeline builds that client itself.
@@ -129,21 +125,38 @@ def build_extraction_assets(
     """
     engine = "claude" if claude else "local"
 
-    @dg.asset(
-        key=EXTRACTION_BATCH,
-        deps=[BOOK_SECTIONS],
-        partitions_def=partitions_def,
-        group_name="extraction",
+    def extraction_asset(
+        key: dg.AssetKey,
+        dep: dg.AssetKey,
+        *,
+        kinds: set[str],
+        description: str,
+        output_required: bool = True,
+    ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+        """What both extraction assets share: group, code version (the prompt's), retries."""
+        return dg.asset(
+            key=key,
+            deps=[dep],
+            partitions_def=partitions_def,
+            group_name="extraction",
+            description=description,
+            kinds=kinds,
+            owners=OWNERS,
+            code_version=EXTRACTION_CODE_VERSION,
+            retry_policy=transient_retry_policy(),
+            output_required=output_required,
+            tags={"fantasy_kg/stage": "extraction"},
+        )
+
+    @extraction_asset(
+        EXTRACTION_BATCH,
+        BOOK_SECTIONS,
+        kinds={engine, "anthropic"} if claude else {engine, "python"},
         description=(
             "The Message Batch jobs that extract entities and relationships from one series' "
             "sections (job files <batch_id>.json): only sections without a valid result for "
             "the current text and prompt version are sent."
         ),
-        kinds={engine, "anthropic"} if claude else {engine, "python"},
-        owners=OWNERS,
-        code_version=EXTRACTION_CODE_VERSION,
-        retry_policy=transient_retry_policy(),
-        tags={"fantasy_kg/stage": "extraction"},
     )
     def extraction_batch(
         context: dg.AssetExecutionContext, anthropic_batches: AnthropicBatchResource
@@ -227,21 +240,15 @@ def build_extraction_assets(
         version = f"{outcomes_before.prompt_version}:{sections_version(res, series)}"
         return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
-    @dg.asset(
-        key=EXTRACTION_RESULTS,
-        deps=[EXTRACTION_BATCH],
-        partitions_def=partitions_def,
-        group_name="extraction",
+    @extraction_asset(
+        EXTRACTION_RESULTS,
+        EXTRACTION_BATCH,
+        kinds={engine, "json"},
         description=(
             "Validated extraction results of one series, one <custom_id>_extracted.json per "
             "section, with every failed request recorded and the retryable ones resubmitted."
         ),
-        kinds={engine, "json"},
-        owners=OWNERS,
-        code_version=EXTRACTION_CODE_VERSION,
         output_required=False,
-        retry_policy=transient_retry_policy(),
-        tags={"fantasy_kg/stage": "extraction"},
     )
     def extraction_results(
         context: dg.AssetExecutionContext, anthropic_batches: AnthropicBatchResource

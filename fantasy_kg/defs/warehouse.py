@@ -127,23 +127,42 @@ def build_warehouse_assets(
 ) -> list[dg.AssetsDefinition]:
     """``knowledge_graph`` and ``cost_summary`` for the given series partitions."""
 
-    @dg.asset(
-        key=KNOWLEDGE_GRAPH,
-        deps=[EXTRACTION_RESULTS],
-        partitions_def=partitions_def,
-        group_name="warehouse",
+    def warehouse_asset(
+        key: dg.AssetKey,
+        deps: list[dg.AssetKey],
+        code_version: str,
+        *,
+        table: str,
+        stage: str,
+        description: str,
+    ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+        """What both assets that write DuckDB share: the writers' pool, retries, kinds, group."""
+        return dg.asset(
+            key=key,
+            deps=deps,
+            partitions_def=partitions_def,
+            group_name="warehouse",
+            description=description,
+            kinds={"duckdb", "python"},
+            owners=OWNERS,
+            code_version=code_version,
+            pool=WAREHOUSE_POOL,
+            retry_policy=transient_retry_policy(),
+            metadata={"dagster/table_name": table},
+            tags={"fantasy_kg/stage": stage},
+        )
+
+    @warehouse_asset(
+        KNOWLEDGE_GRAPH,
+        [EXTRACTION_RESULTS],
+        GRAPH_CODE_VERSION,
+        table="entities",
+        stage="graph",
         description=(
             "The knowledge graph of one series in DuckDB: resolved entities with aliases, "
             "deduplicated relationships, and every mention and evidence quote grounded to "
             "character offsets in its book."
         ),
-        kinds={"duckdb", "python"},
-        owners=OWNERS,
-        code_version=GRAPH_CODE_VERSION,
-        pool=WAREHOUSE_POOL,
-        retry_policy=transient_retry_policy(),
-        metadata={"dagster/table_name": "entities"},
-        tags={"fantasy_kg/stage": "graph"},
     )
     def knowledge_graph(
         context: dg.AssetExecutionContext,
@@ -231,23 +250,17 @@ def build_warehouse_assets(
                 metadata[f"schema/{table}"] = dg.MetadataValue.table_schema(schema)
         return dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset(
-        key=COST_SUMMARY,
-        deps=[BOOK_SECTIONS, EXTRACTION_RESULTS],
-        partitions_def=partitions_def,
-        group_name="warehouse",
+    @warehouse_asset(
+        COST_SUMMARY,
+        [BOOK_SECTIONS, EXTRACTION_RESULTS],
+        COST_CODE_VERSION,
+        table="costs",
+        stage="costs",
         description=(
             "What one series' extraction was estimated to cost before submission and what it "
             "cost after, per model, at the batch rate beside the real-time price (DuckDB "
             "tables costs and batch_jobs)."
         ),
-        kinds={"duckdb", "python"},
-        owners=OWNERS,
-        code_version=COST_CODE_VERSION,
-        pool=WAREHOUSE_POOL,
-        retry_policy=transient_retry_policy(),
-        metadata={"dagster/table_name": "costs"},
-        tags={"fantasy_kg/stage": "costs"},
     )
     def cost_summary(
         context: dg.AssetExecutionContext,

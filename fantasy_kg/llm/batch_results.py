@@ -54,6 +54,7 @@ from fantasy_kg.llm.results import (
     interpret_message,
     not_run_failure,
     record_split,
+    request_failure,
     try_merge,
     write_failure,
     write_result,
@@ -288,19 +289,14 @@ class ResultProcessor:
             write_failure(out_dir, outcome.failure)
             return
         assert outcome.result is not None
-        prov = Provenance(
+        prov = Provenance.of_request(
+            meta,
             custom_id=cid,
-            file_name=meta.file_name,
-            chunk_id=meta.chunk_id,
             series=meta.series or job.series,
-            section_path=meta.section_path,
-            sha256=meta.sha256,
-            prompt_version=meta.prompt_version,
             model=job.model,
             batch_id=job.id,
             backend=job.backend,
             mode="batch",
-            written_at=utcnow().isoformat(),
             usage=usage,
             cost=cost,
             rejected=outcome.rejected,
@@ -339,13 +335,13 @@ class ResultProcessor:
     ) -> tuple[FailureRecord, tuple[str, str] | None]:
         """Record a truncated answer and, when possible, plan its two halves for the follow-up."""
         cid = meta.custom_id
-        base = FailureRecord(
-            custom_id=cid,
+        base = request_failure(
+            meta,
+            stop_reason,
+            "",
             batch_id=job.id,
-            type=stop_reason,
             attempt=job.attempt,
-            file_name=meta.file_name,
-            series=meta.series,
+            retryable=False,
             stop_reason=stop_reason,
         )
         if job.attempt >= job.max_attempts + MAX_SPLIT_ROUNDS:

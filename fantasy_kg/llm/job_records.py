@@ -5,6 +5,7 @@ need; :class:`IntentRecord` is written before a create call. Where they live and
 read: :mod:`fantasy_kg.llm.jobs`. The API key is never part of any of them.
 """
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -141,35 +142,16 @@ class InputRef(_ItemAccess):
 
     @classmethod
     def from_meta(cls, meta: RequestMeta) -> "InputRef":
-        """Copy a request's metadata."""
-        return cls(
-            file_name=meta.file_name,
-            chunk_id=meta.chunk_id,
-            series=meta.series,
-            section_path=meta.section_path,
-            sha256=meta.sha256,
-            prompt_version=meta.prompt_version,
-            split_of=meta.split_of,
-            split_root=meta.split_root,
-            effort=meta.effort,
-            max_tokens=meta.max_tokens,
-        )
+        """Copy a request's metadata; its custom_id is the key the ref is stored under.
+
+        Every field of the ref is a field of :class:`RequestMeta` of the same name, so the two
+        are copied by name rather than listed twice (``extra="ignore"`` drops ``custom_id``).
+        """
+        return cls.model_validate(asdict(meta))
 
     def to_meta(self, custom_id: str) -> RequestMeta:
         """Back to request metadata."""
-        return RequestMeta(
-            custom_id=custom_id,
-            file_name=self.file_name,
-            chunk_id=self.chunk_id,
-            series=self.series,
-            section_path=self.section_path,
-            sha256=self.sha256,
-            prompt_version=self.prompt_version,
-            split_of=self.split_of,
-            split_root=self.split_root,
-            effort=self.effort,
-            max_tokens=self.max_tokens,
-        )
+        return RequestMeta(custom_id=custom_id, **self.model_dump())
 
 
 class RequestUsage(BaseModel):

@@ -25,7 +25,7 @@ from fantasy_kg.domain.errors import UserError
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult
 from fantasy_kg.llm.backend import make_async_client, resolve_backend
-from fantasy_kg.llm.jobs import FailureRecord, utcnow
+from fantasy_kg.llm.jobs import FailureRecord
 from fantasy_kg.llm.requests import (
     API_VERSION,
     PreparedRequest,
@@ -42,6 +42,7 @@ from fantasy_kg.llm.results import (
     cost_of,
     interpret_message,
     record_split,
+    request_failure,
     try_merge,
     write_failure,
     write_result,
@@ -147,16 +148,14 @@ def _failure_from_exception(
         retryable = etype != "invalid_request_error" and exc.status_code not in (400, 401, 403)
     else:
         etype, message, retryable = "connection_error", type(exc).__name__, True
-    return FailureRecord(
-        custom_id=meta.custom_id,
+    return request_failure(
+        meta,
+        "errored",
+        message,
         batch_id=REALTIME_BATCH_ID,
-        type="errored",
-        error_type=etype,
-        message=message[:2000],
-        retryable=retryable,
         attempt=attempt,
-        file_name=meta.file_name,
-        series=meta.series,
+        retryable=retryable,
+        error_type=etype,
     )
 
 
@@ -260,19 +259,12 @@ class UnifiedLLMService:
                 write_failure(out_dir, outcome.failure)
                 return
             assert outcome.result is not None
-            prov = Provenance(
-                custom_id=meta.custom_id,
-                file_name=meta.file_name,
-                chunk_id=meta.chunk_id,
-                series=meta.series,
-                section_path=meta.section_path,
-                sha256=meta.sha256,
-                prompt_version=meta.prompt_version,
+            prov = Provenance.of_request(
+                meta,
                 model=info.id,
                 batch_id=REALTIME_BATCH_ID,
                 backend=self.provider.backend,
                 mode="realtime",
-                written_at=_now(),
                 usage=usage,
                 cost=cost,
                 rejected=outcome.rejected,
@@ -293,15 +285,13 @@ class UnifiedLLMService:
             ids = (half_custom_id(meta.custom_id, "a"), half_custom_id(meta.custom_id, "b"))
             halves = split_request(req.body, ids) if attempt < self.max_attempts else None
             if halves is None:
-                rec = FailureRecord(
-                    custom_id=meta.custom_id,
+                rec = request_failure(
+                    meta,
+                    stop,
+                    f"answer truncated ({stop}); raise --max-tokens or re-section",
                     batch_id=REALTIME_BATCH_ID,
-                    type=stop,
-                    message=f"answer truncated ({stop}); raise --max-tokens or re-section",
-                    retryable=False,
                     attempt=attempt,
-                    file_name=meta.file_name,
-                    series=meta.series,
+                    retryable=False,
                     stop_reason=stop,
                 )
                 failures[meta.custom_id] = rec
@@ -354,10 +344,6 @@ class UnifiedLLMService:
             "cost": cost,
             "failures": list(failures.values()),
         }
-
-
-def _now() -> str:
-    return utcnow().isoformat()
 
 
 __all__ = ["API_VERSION", "AnthropicProvider", "UnifiedLLMService"]

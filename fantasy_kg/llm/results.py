@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -123,15 +123,13 @@ def interpret_message(
     usage = usage_of(message)
 
     def fail(kind: str, msg: str, retryable: bool = False) -> Outcome:
-        rec = FailureRecord(
-            custom_id=cid,
+        rec = request_failure(
+            meta,
+            kind,
+            msg,
             batch_id=batch_id,
-            type=kind,
-            message=msg[:2000],
-            retryable=retryable,
             attempt=attempt,
-            file_name=meta.file_name,
-            series=meta.series,
+            retryable=retryable,
             stop_reason=stop,
         )
         return Outcome(custom_id=cid, failure=rec, stop_reason=stop, usage=usage)
@@ -181,16 +179,45 @@ def interpret_error(error: Any, meta: RequestMeta, *, batch_id: str, attempt: in
     inner = _get(error, "error", error)
     etype = str(_get(inner, "type", "") or "unknown_error")
     message = str(_get(inner, "message", "") or "")
+    return request_failure(
+        meta,
+        "errored",
+        message,
+        batch_id=batch_id,
+        attempt=attempt,
+        retryable=etype != "invalid_request_error",
+        error_type=etype,
+    )
+
+
+def request_failure(
+    meta: RequestMeta,
+    kind: str,
+    message: str,
+    *,
+    batch_id: str,
+    attempt: int,
+    retryable: bool,
+    error_type: str = "",
+    stop_reason: str = "",
+) -> FailureRecord:
+    """The failure record of ``meta``'s request, whatever went wrong and in either mode.
+
+    Batch lines, real-time calls, unusable answers and cut answers are all recorded through
+    here, so their records agree field for field (the message is cut to 2,000 characters: an
+    API message can quote a whole request).
+    """
     return FailureRecord(
         custom_id=meta.custom_id,
         batch_id=batch_id,
-        type="errored",
-        error_type=etype,
+        type=kind,
+        error_type=error_type,
         message=message[:2000],
-        retryable=etype != "invalid_request_error",
+        retryable=retryable,
         attempt=attempt,
         file_name=meta.file_name,
         series=meta.series,
+        stop_reason=stop_reason,
     )
 
 
@@ -203,15 +230,8 @@ def not_run_failure(
         "canceled": "the batch was canceled before this request ran",
         "missing_result": "the batch ended but its results held no line for this custom_id",
     }.get(kind, kind)
-    return FailureRecord(
-        custom_id=meta.custom_id,
-        batch_id=batch_id,
-        type=kind,
-        message=message or default,
-        retryable=True,
-        attempt=attempt,
-        file_name=meta.file_name,
-        series=meta.series,
+    return request_failure(
+        meta, kind, message or default, batch_id=batch_id, attempt=attempt, retryable=True
     )
 
 
@@ -262,6 +282,49 @@ class Provenance(BaseModel):
     merged_from: list[str] = []
     effort: str = ""
     max_tokens: int = 0
+
+    @classmethod
+    def of_request(
+        cls,
+        meta: RequestMeta,
+        *,
+        model: str,
+        batch_id: str,
+        backend: str,
+        mode: str,
+        usage: TokenUsage,
+        cost: Cost,
+        rejected: list[RejectedItem],
+        custom_id: str = "",
+        series: str = "",
+        batch_ids: list[str] | None = None,
+        merged_from: list[str] | None = None,
+    ) -> "Provenance":
+        """The provenance of ``meta``'s result, written now.
+
+        The section fields come from the request in one place for every writer (batch, real
+        time, merge), so a field added to both is copied everywhere. ``custom_id`` and
+        ``series`` replace the request's when given (a merged root, a job's series).
+        """
+        return cls(
+            custom_id=custom_id or meta.custom_id,
+            file_name=meta.file_name,
+            chunk_id=meta.chunk_id,
+            series=series or meta.series,
+            section_path=meta.section_path,
+            sha256=meta.sha256,
+            prompt_version=meta.prompt_version,
+            model=model,
+            batch_id=batch_id,
+            batch_ids=batch_ids or [],
+            backend=backend,
+            mode=mode,
+            written_at=utcnow().isoformat(),
+            usage=usage,
+            cost=cost,
+            rejected=rejected,
+            merged_from=merged_from or [],
+        )
 
     def settings(self) -> str:
         """What made the result besides text and prompt: ``backend/model effort=… max_tokens=…``."""
@@ -369,20 +432,32 @@ def load_all_provenance(output_dir: Path | str, series: str | None = None) -> li
         output_dir: Results folder.
         series: Only this series (its files are found by name, see :func:`series_record_files`).
     """
-    folder = Path(output_dir) / PROVENANCE_DIR
-    out = []
-    if folder.is_dir():
-        files = (
-            sorted(folder.glob("*.json")) if series is None else series_record_files(folder, series)
-        )
-        for path in files:
-            try:
-                prov = Provenance.model_validate_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValidationError, ValueError):
-                logger.warning("unreadable provenance file %s", path)
-                continue
-            if series is None or prov.series == series:
-                out.append(prov)
+    return _read_records(Path(output_dir) / PROVENANCE_DIR, series, Provenance, "provenance file")
+
+
+_Record = TypeVar("_Record", Provenance, FailureRecord)
+
+
+def _read_records(
+    folder: Path, series: str | None, kind: type[_Record], what: str
+) -> list[_Record]:
+    """The records in a ``_provenance/`` or ``_failures/`` folder, in file-name order.
+
+    One reader for both folders, so they skip unreadable files (with a warning naming ``what``)
+    and find one series' files by name (:func:`series_record_files`) the same way.
+    """
+    out: list[_Record] = []
+    if not folder.is_dir():
+        return out
+    files = sorted(folder.glob("*.json")) if series is None else series_record_files(folder, series)
+    for path in files:
+        try:
+            rec = kind.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValidationError, ValueError):
+            logger.warning("unreadable %s %s", what, path)
+            continue
+        if series is None or rec.series == series:
+            out.append(rec)
     return out
 
 
@@ -493,17 +568,8 @@ def load_failures(location: Path | str, series: str | None = None) -> list[Failu
     folder = root / FAILURES_DIR
     out: dict[str, FailureRecord] = {}
     if folder.is_dir():
-        files = (
-            sorted(folder.glob("*.json")) if series is None else series_record_files(folder, series)
-        )
-        for path in files:
-            try:
-                rec = FailureRecord.model_validate_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValidationError, ValueError):
-                logger.warning("unreadable failure record %s", path)
-                continue
-            if series is None or rec.series == series:
-                out[rec.custom_id] = rec
+        for rec in _read_records(folder, series, FailureRecord, "failure record"):
+            out[rec.custom_id] = rec
         return sorted(out.values(), key=lambda r: r.custom_id)
     store = JobStore(root)
     out_dirs: dict[str, Path] = {}
@@ -643,20 +709,14 @@ def try_merge(output_dir: Path, root: str, root_meta: RequestMeta) -> Path | Non
         rejected.extend(p.rejected)
         batch_ids.extend(b for b in [p.batch_id, *p.batch_ids] if b and b not in batch_ids)
     first = provs[0] if provs else None
-    prov = Provenance(
+    prov = Provenance.of_request(
+        root_meta,
         custom_id=root,
-        file_name=root_meta.file_name,
-        chunk_id=root_meta.chunk_id,
-        series=root_meta.series,
-        section_path=root_meta.section_path,
-        sha256=root_meta.sha256,
-        prompt_version=root_meta.prompt_version,
         model=first.model if first else "",
         batch_id=first.batch_id if first else "",
         batch_ids=batch_ids,
         backend=first.backend if first else "",
         mode=first.mode if first else "batch",
-        written_at=utcnow().isoformat(),
         usage=usage,
         cost=Cost(batch_usd=batch, realtime_usd=realtime),
         rejected=rejected,

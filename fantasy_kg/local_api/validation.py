@@ -323,16 +323,7 @@ def validate_params(params: Any, ctx: CallContext) -> tuple[ModelInfo, PromptSha
     Raises:
         ApiError: 400 ``invalid_request_error`` or 404 ``not_found_error`` with the API's message.
     """
-    if not isinstance(params, dict):
-        raise invalid_request("params: Input should be a valid dictionary")
-    for key in ("model", "max_tokens", "messages"):
-        if key not in params:
-            raise invalid_request(f"{key}: Field required")
-    model = resolve_model(params["model"])
-    _check_sampling(params, model, ctx)
-    extra = sorted(set(params) - KNOWN_PARAMS)
-    if extra:
-        raise invalid_request(f"{extra[0]}: Extra inputs are not permitted")
+    model = _check_body(params, ctx, "params", ("model", "max_tokens", "messages"), KNOWN_PARAMS)
     if params.get("stream"):
         if ctx.in_batch:
             raise invalid_request("stream: streaming is not supported in batch requests")
@@ -381,21 +372,37 @@ def validate_params(params: Any, ctx: CallContext) -> tuple[ModelInfo, PromptSha
     return model, shape
 
 
+def _check_body(
+    params: Any,
+    ctx: CallContext,
+    name: str,
+    required: tuple[str, ...],
+    allowed: frozenset[str],
+) -> ModelInfo:
+    """The checks Messages and count_tokens share, in the API's order; returns the model.
+
+    ``name`` is what the API calls the body in its "valid dictionary" message (``params`` for
+    Messages, ``body`` for count_tokens).
+    """
+    if not isinstance(params, dict):
+        raise invalid_request(f"{name}: Input should be a valid dictionary")
+    for key in required:
+        if key not in params:
+            raise invalid_request(f"{key}: Field required")
+    model = resolve_model(params["model"])
+    _check_sampling(params, model, ctx)
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise invalid_request(f"{extra[0]}: Extra inputs are not permitted")
+    return model
+
+
 def count_tokens(params: Any, ctx: CallContext) -> int:
     """``POST /v1/messages/count_tokens``: validate like Messages (minus max_tokens) and count.
 
     Raises:
         ApiError: as :func:`validate_params`.
     """
-    if not isinstance(params, dict):
-        raise invalid_request("body: Input should be a valid dictionary")
-    for key in ("model", "messages"):
-        if key not in params:
-            raise invalid_request(f"{key}: Field required")
-    model = resolve_model(params["model"])
-    _check_sampling(params, model, ctx)
-    extra = sorted(set(params) - COUNT_TOKENS_PARAMS)
-    if extra:
-        raise invalid_request(f"{extra[0]}: Extra inputs are not permitted")
+    model = _check_body(params, ctx, "body", ("model", "messages"), COUNT_TOKENS_PARAMS)
     _check_messages(params["messages"])
     return prompt_shape(params, model).total_tokens

@@ -13,23 +13,19 @@ from pydantic import BaseModel
 
 from fantasy_kg.domain import answer as answer_sizing
 from fantasy_kg.domain.answer import describe_answer
-from fantasy_kg.domain.catalog import ModelInfo, default_model, get_model
-from fantasy_kg.domain.errors import BudgetExceededError, InputFileError
-from fantasy_kg.domain.paths import extracted_dir
-from fantasy_kg.domain.paths import sections_dir as default_sections_dir
+from fantasy_kg.domain.catalog import ModelInfo
+from fantasy_kg.domain.errors import BudgetExceededError
 from fantasy_kg.domain.pricing import Cost, TokenUsage
 from fantasy_kg.domain.schemas import ExtractionResult, Ontology
-from fantasy_kg.domain.sections import read_sections
 from fantasy_kg.llm.backend import backend_name
 from fantasy_kg.llm.batch_provider import AnthropicBatchProvider, ResultsArchivedError
 from fantasy_kg.llm.jobs import JobRecord, JobStore
 from fantasy_kg.llm.requests import PreflightReport
 from fantasy_kg.pipeline.extraction_plan import (
     SubmissionPlan,
-    default_max_tokens,
-    group_by_series,
-    plan_submission,
-    run_sync,
+    plan_series,
+    read_section_inputs,
+    sync_twin,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,34 +68,22 @@ async def submit_series_async(
     provider: AnthropicBatchProvider | None = None,
 ) -> list[JobRecord]:
     """Async twin of :func:`submit_series`."""
-    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
-    out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
-    info = get_model(model or default_model())
-    tokens = max_tokens or default_max_tokens(info)
+    inputs = read_section_inputs(sections_dir, output_dir, series, model)
+    info, out_dir = inputs.model, inputs.output_dir
     store = JobStore(jobs_dir)
-    sections = read_sections(sec_dir, series)
-    if not sections:
-        where = f" for series {series!r}" if series else ""
-        raise InputFileError(f"no section files{where} in {sec_dir} (run `fantasy-kg sections`)")
+    inputs.require_sections(series)
     bname = provider.backend if provider is not None else backend_name(backend)
-    plans = [
-        plan_submission(
-            sec_dir,
-            out_dir,
-            slug,
-            secs,
-            info,
-            store=store,
-            max_tokens=tokens,
-            effort=effort,
-            output_ratio=output_ratio,
-            force=force,
-            backend=bname,
-            ontology=ontology,
-            retry_failed=retry_failed,
-        )
-        for slug, secs in group_by_series(sections).items()
-    ]
+    plans = plan_series(
+        inputs,
+        store=store,
+        backend=bname,
+        max_tokens=max_tokens,
+        effort=effort,
+        output_ratio=output_ratio,
+        force=force,
+        retry_failed=retry_failed,
+        ontology=ontology,
+    )
     total = Cost(batch_usd=0.0, realtime_usd=0.0)
     for plan in plans:
         note = plan.reuse_note()
@@ -201,6 +185,7 @@ def _series_name(plan: SubmissionPlan) -> str:
     return plan.series_name or plan.series
 
 
+@sync_twin(submit_series_async)
 def submit_series(
     sections_dir: Path | str | None,
     output_dir: Path | str | None,
@@ -251,25 +236,7 @@ def submit_series(
         BudgetExceededError: estimate above ``max_cost``; nothing sent.
         ConfigError: unknown model or backend, or ``anthropic`` without a key.
     """
-    return run_sync(
-        submit_series_async(
-            sections_dir,
-            output_dir,
-            series,
-            model,
-            jobs_dir=jobs_dir,
-            backend=backend,
-            max_cost=max_cost,
-            max_tokens=max_tokens,
-            effort=effort,
-            output_ratio=output_ratio,
-            force=force,
-            ontology=ontology,
-            retry_failed=retry_failed,
-            max_attempts=max_attempts,
-            provider=provider,
-        )
-    )
+    raise NotImplementedError  # replaced by @sync_twin
 
 
 def preflight_series(
@@ -290,29 +257,16 @@ def preflight_series(
 
     Raises the same errors as :func:`submit_series` for bad requests; sends nothing.
     """
-    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
-    out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
-    info = get_model(model or default_model())
-    store = JobStore(jobs_dir)
-    sections = read_sections(sec_dir, series)
-    bname = backend_name(backend)
-    return [
-        plan_submission(
-            sec_dir,
-            out_dir,
-            slug,
-            secs,
-            info,
-            store=store,
-            max_tokens=max_tokens or default_max_tokens(info),
-            effort=effort,
-            output_ratio=output_ratio,
-            force=force,
-            backend=bname,
-            retry_failed=retry_failed,
-        )
-        for slug, secs in group_by_series(sections).items()
-    ]
+    return plan_series(
+        read_section_inputs(sections_dir, output_dir, series, model),
+        store=JobStore(jobs_dir),
+        backend=backend_name(backend),
+        max_tokens=max_tokens,
+        effort=effort,
+        output_ratio=output_ratio,
+        force=force,
+        retry_failed=retry_failed,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -354,6 +308,7 @@ async def batch_status_async(
             await prov.close()
 
 
+@sync_twin(batch_status_async)
 def batch_status(
     batch_id: str,
     jobs_dir: Path | str | None = None,
@@ -368,7 +323,7 @@ def batch_status(
     Raises:
         InputFileError: no job file for ``batch_id`` in ``jobs_dir``.
     """
-    return run_sync(batch_status_async(batch_id, jobs_dir, backend=backend, provider=provider))
+    raise NotImplementedError  # replaced by @sync_twin
 
 
 @dataclass
@@ -475,6 +430,7 @@ async def retrieve_batch_async(
             await prov.close()
 
 
+@sync_twin(retrieve_batch_async)
 def retrieve_batch(
     batch_id: str,
     jobs_dir: Path | str | None = None,
@@ -505,14 +461,4 @@ def retrieve_batch(
         ResultsArchivedError: results archived and ``resubmit_archived`` is off (failures are
             recorded first).
     """
-    return run_sync(
-        retrieve_batch_async(
-            batch_id,
-            jobs_dir,
-            backend=backend,
-            followup=followup,
-            resubmit_archived=resubmit_archived,
-            schema=schema,
-            provider=provider,
-        )
-    )
+    raise NotImplementedError  # replaced by @sync_twin

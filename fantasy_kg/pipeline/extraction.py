@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fantasy_kg.domain import answer as answer_sizing
-from fantasy_kg.domain.catalog import ModelInfo, default_model, get_model
-from fantasy_kg.domain.errors import BudgetExceededError, InputFileError
-from fantasy_kg.domain.paths import extracted_dir
-from fantasy_kg.domain.paths import sections_dir as default_sections_dir
+from fantasy_kg.domain.errors import BudgetExceededError
 from fantasy_kg.domain.pricing import Cost, TokenUsage
-from fantasy_kg.domain.sections import SectionFile, read_sections
+from fantasy_kg.domain.sections import SectionFile
 from fantasy_kg.llm.backend import backend_name
 from fantasy_kg.llm.batch_provider import AnthropicBatchProvider
 from fantasy_kg.llm.jobs import FailureRecord, JobStore
@@ -47,10 +44,12 @@ from fantasy_kg.pipeline.extraction_plan import (
     StatusCallback,
     SubmissionPlan,
     default_max_tokens,
+    each_once,
     find_series_ontology,
-    group_by_series,
+    plan_series,
     plan_submission,
-    run_sync,
+    read_section_inputs,
+    sync_twin,
 )
 
 logger = logging.getLogger(__name__)
@@ -140,12 +139,9 @@ async def run_full_async(
 ) -> FullRunResult:
     """Async twin of :func:`run_full`."""
     store = JobStore(jobs_dir)
-    out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
-    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
-    info = get_model(model or default_model())
-    sections = read_sections(sec_dir, series)
-    if not sections:
-        raise InputFileError(f"no section files in {sec_dir} (run `fantasy-kg sections`)")
+    inputs = read_section_inputs(sections_dir, output_dir, series, model)
+    inputs.require_sections()
+    sec_dir, out_dir, info = inputs.sections_dir, inputs.output_dir, inputs.model
     owned = provider is None
     prov = provider or AnthropicBatchProvider(
         jobs_dir=store.root, backend=backend, max_attempts=max_attempts
@@ -170,12 +166,7 @@ async def run_full_async(
             provider=prov,
         )
         queue = [j.id for j in jobs]
-        done: set[str] = set()
-        while queue:
-            batch_id = queue.pop(0)
-            if batch_id in done:
-                continue
-            done.add(batch_id)
+        for batch_id in each_once(queue):
             job = store.load(batch_id)
             if not job.is_ended:
                 try:
@@ -188,19 +179,17 @@ async def run_full_async(
                     continue
             res = await retrieve_batch_async(batch_id, store.root, provider=prov)
             results.append(res)
-            if res.followup_batch_id and res.followup_batch_id not in done:
+            if res.followup_batch_id:
                 queue.append(res.followup_batch_id)
     finally:
         if owned:
             await prov.close()
-    return _final_state(sections, out_dir, info, store, results, pending_ids)
+    return _final_state(inputs.sections, out_dir, results, pending_ids)
 
 
 def _final_state(
     sections: list[SectionFile],
     out_dir: Path,
-    info: ModelInfo,
-    store: JobStore,
     results: list[RetrieveResult],
     pending_ids: set[str],
 ) -> FullRunResult:
@@ -271,6 +260,7 @@ def _final_state(
     )
 
 
+@sync_twin(run_full_async)
 def run_full(
     sections_dir: Path | str | None,
     output_dir: Path | str | None,
@@ -297,27 +287,7 @@ def run_full(
     resubmitted, so re-running after a crash or a timeout continues where it stopped.
     Arguments are those of :func:`submit_series` plus the polling settings.
     """
-    return run_sync(
-        run_full_async(
-            sections_dir,
-            output_dir,
-            series,
-            model,
-            jobs_dir=jobs_dir,
-            backend=backend,
-            max_cost=max_cost,
-            max_tokens=max_tokens,
-            effort=effort,
-            output_ratio=output_ratio,
-            force=force,
-            retry_failed=retry_failed,
-            max_attempts=max_attempts,
-            poll_interval_seconds=poll_interval_seconds,
-            max_wait_hours=max_wait_hours,
-            on_status=on_status,
-            provider=provider,
-        )
-    )
+    raise NotImplementedError  # replaced by @sync_twin
 
 
 # ------------------------------------------------------------------------------------------
@@ -344,31 +314,19 @@ async def extract_realtime_async(
     provider: AnthropicProvider | None = None,
 ) -> FullRunResult:
     """Async twin of :func:`extract_realtime`."""
-    out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
-    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
-    info = get_model(model or default_model())
-    sections = read_sections(sec_dir, series)
-    if not sections:
-        raise InputFileError(f"no section files in {sec_dir} (run `fantasy-kg sections`)")
-    store = JobStore(None)
-    bname = provider.backend if provider is not None else backend_name(backend)
-    plans = [
-        plan_submission(
-            sec_dir,
-            out_dir,
-            slug,
-            secs,
-            info,
-            store=store,
-            max_tokens=max_tokens or default_max_tokens(info),
-            effort=effort,
-            output_ratio=output_ratio,
-            force=force,
-            backend=bname,
-            retry_failed=retry_failed,
-        )
-        for slug, secs in group_by_series(sections).items()
-    ]
+    inputs = read_section_inputs(sections_dir, output_dir, series, model)
+    inputs.require_sections()
+    out_dir, info = inputs.output_dir, inputs.model
+    plans = plan_series(
+        inputs,
+        store=JobStore(None),
+        backend=provider.backend if provider is not None else backend_name(backend),
+        max_tokens=max_tokens,
+        effort=effort,
+        output_ratio=output_ratio,
+        force=force,
+        retry_failed=retry_failed,
+    )
     for plan in plans:
         note = plan.reuse_note()
         if note:
@@ -407,9 +365,10 @@ async def extract_realtime_async(
                 cost=summary["cost"],
             )
         )
-    return _final_state(sections, out_dir, info, store, results, set())
+    return _final_state(inputs.sections, out_dir, results, set())
 
 
+@sync_twin(extract_realtime_async)
 def extract_realtime(
     sections_dir: Path | str | None,
     output_dir: Path | str | None,
@@ -433,25 +392,7 @@ def extract_realtime(
     Idempotent like :func:`submit_series` (sections with valid results are skipped). Costs the
     full real-time price (twice the batch rate).
     """
-    return run_sync(
-        extract_realtime_async(
-            sections_dir,
-            output_dir,
-            series,
-            model,
-            backend=backend,
-            max_tokens=max_tokens,
-            effort=effort,
-            output_ratio=output_ratio,
-            force=force,
-            max_concurrency=max_concurrency,
-            max_attempts=max_attempts,
-            retry_failed=retry_failed,
-            max_cost=max_cost,
-            on_done=on_done,
-            provider=provider,
-        )
-    )
+    raise NotImplementedError  # replaced by @sync_twin
 
 
 __all__ = [

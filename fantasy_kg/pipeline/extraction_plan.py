@@ -6,17 +6,21 @@ extraction step shares.
 """
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from fantasy_kg.domain import answer as answer_sizing
-from fantasy_kg.domain.catalog import ModelInfo
+from fantasy_kg.domain.catalog import ModelInfo, default_model, get_model
+from fantasy_kg.domain.errors import InputFileError
+from fantasy_kg.domain.paths import extracted_dir
+from fantasy_kg.domain.paths import sections_dir as default_sections_dir
 from fantasy_kg.domain.prompts import prompt_version
 from fantasy_kg.domain.schemas import Ontology, default_ontology, load_ontology
-from fantasy_kg.domain.sections import SectionFile, text_sha256
+from fantasy_kg.domain.sections import SectionFile, read_sections, text_sha256
 from fantasy_kg.llm.jobs import FailureRecord, JobRecord, JobStore
 from fantasy_kg.llm.requests import (
     PreflightReport,
@@ -38,12 +42,89 @@ DEFAULT_MAX_TOKENS = answer_sizing.DEFAULT_MAX_TOKENS
 """Default ``max_tokens`` (see :mod:`fantasy_kg.domain.answer`); the same as sectioning's."""
 
 T = TypeVar("T")
+P = ParamSpec("P")
 StatusCallback = Callable[[JobRecord], None]
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine from synchronous code (CLI, Dagster ops)."""
     return asyncio.run(coro)
+
+
+def sync_twin(
+    twin: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Make the decorated function run its ``*_async`` twin to completion.
+
+    The public sync function keeps its own signature and docstring (what users and the docs
+    read), while the work, and the forwarding of every keyword, happens once in the twin. mypy
+    checks the decorated signature against the twin's, so the two cannot drift apart; the
+    decorated body is never run.
+    """
+
+    def decorate(signature: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(signature)
+        def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            return run_sync(twin(*args, **kwargs))
+
+        return run
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class SectionInputs:
+    """What every extraction step reads first: resolved folders, the model and the sections."""
+
+    sections_dir: Path
+    output_dir: Path
+    model: ModelInfo
+    sections: list[SectionFile]
+
+    def require_sections(self, series: str | None = None) -> None:
+        """Refuse a run with nothing to extract (one line naming the folder, invariant 7).
+
+        Raises:
+            InputFileError: no section files (of ``series``, when named) in the folder.
+        """
+        if not self.sections:
+            where = f" for series {series!r}" if series else ""
+            raise InputFileError(
+                f"no section files{where} in {self.sections_dir} (run `fantasy-kg sections`)"
+            )
+
+
+def read_section_inputs(
+    sections_dir: Path | str | None,
+    output_dir: Path | str | None,
+    series: str | None,
+    model: str | None,
+) -> SectionInputs:
+    """Resolve the folders (defaults under the data directory) and model, read the sections.
+
+    Raises:
+        ConfigError: unknown model (checked before any section file is read).
+        InputFileError: unreadable meta files.
+    """
+    sec_dir = (Path(sections_dir) if sections_dir is not None else default_sections_dir()).resolve()
+    out_dir = (Path(output_dir) if output_dir is not None else extracted_dir()).resolve()
+    info = get_model(model or default_model())
+    return SectionInputs(sec_dir, out_dir, info, read_sections(sec_dir, series))
+
+
+def each_once(queue: list[str]) -> Iterator[str]:
+    """Take batch ids off the front of ``queue`` until it is empty, each id only once.
+
+    Retrieving a batch may create its follow-up, which the caller appends to ``queue`` while
+    iterating; an id met again (a follow-up also listed as in flight) is skipped, so no batch
+    is polled or retrieved twice in one pass.
+    """
+    seen: set[str] = set()
+    while queue:
+        batch_id = queue.pop(0)
+        if batch_id not in seen:
+            seen.add(batch_id)
+            yield batch_id
 
 
 def default_max_tokens(model: ModelInfo) -> int:
@@ -204,6 +285,42 @@ def plan_submission(
     if plan.requests:
         plan.report = preflight(plan.requests, model.id, output_ratio=output_ratio)
     return plan
+
+
+def plan_series(
+    inputs: SectionInputs,
+    *,
+    store: JobStore,
+    backend: str,
+    max_tokens: int | None,
+    effort: str | None,
+    output_ratio: float,
+    force: bool,
+    retry_failed: bool,
+    ontology: Ontology | None = None,
+) -> list[SubmissionPlan]:
+    """:func:`plan_submission` for every series among ``inputs.sections``, in their order.
+
+    ``max_tokens`` defaults to :func:`default_max_tokens` of the model, as every step's does.
+    """
+    return [
+        plan_submission(
+            inputs.sections_dir,
+            inputs.output_dir,
+            slug,
+            secs,
+            inputs.model,
+            store=store,
+            max_tokens=max_tokens or default_max_tokens(inputs.model),
+            effort=effort,
+            output_ratio=output_ratio,
+            force=force,
+            backend=backend,
+            ontology=ontology,
+            retry_failed=retry_failed,
+        )
+        for slug, secs in group_by_series(inputs.sections).items()
+    ]
 
 
 def _same_inputs(store: JobStore, failure: FailureRecord, sha: str, pv: str) -> bool:

@@ -9,7 +9,7 @@ import math
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -224,6 +224,16 @@ def graph_payload(
         found = known_at.get((kind, ident))
         return found[0] * POS + found[1] if found else None
 
+    def placed(kind: str, sql: str) -> Iterator[tuple[int | None, tuple[Any, ...]]]:
+        """The rows of ``sql`` (the fact's id first) with the point the fact is first stated.
+
+        On a spoiler-free page (``as_of_book``) a fact not stated by the cut is left out.
+        """
+        for row in _rows(conn, sql, [series]):
+            p = pos_of(kind, row[0])
+            if as_of_book is None or p is not None:
+                yield p, row
+
     aliases: dict[str, list[list[Any]]] = defaultdict(list)
     for eid, alias, b in _rows(
         conn,
@@ -262,15 +272,11 @@ def graph_payload(
 
     nodes: list[dict[str, Any]] = []
     index: dict[str, int] = {}
-    for eid, name, etype, mentions, fsec, lsec in _rows(
-        conn,
+    for p, (eid, name, etype, mentions, fsec, lsec) in placed(
+        "entity",
         "SELECT entity_id, name, type, mention_count, first_section, last_section "
         "FROM entities WHERE series = ? ORDER BY mention_count DESC, name, entity_id",
-        [series],
     ):
-        p = pos_of("entity", eid)
-        if as_of_book is not None and p is None:
-            continue
         seen = known_at.get(("entity", eid))
         span = spans.get(eid)
         index[eid] = len(nodes)
@@ -316,16 +322,12 @@ def graph_payload(
         )
     edges: list[dict[str, Any]] = []
     skipped = 0
-    for rid, source, target, rtype, directed, ev_count, description, confidence in _rows(
-        conn,
+    for p, (rid, source, target, rtype, directed, ev_count, description, confidence) in placed(
+        "relationship",
         "SELECT relationship_id, source_id, target_id, type, directed, evidence_count, "
         "description, confidence FROM relationships WHERE series = ? "
         "ORDER BY relationship_id",
-        [series],
     ):
-        p = pos_of("relationship", rid)
-        if as_of_book is not None and p is None:
-            continue
         if source not in index or target not in index:
             skipped += 1  # an orphan: an endpoint the graph does not hold cannot be drawn
             continue

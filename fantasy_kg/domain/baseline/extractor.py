@@ -191,6 +191,25 @@ class _ProposalCue:
     target_kinds: Counter[str] = field(default_factory=Counter)
 
 
+def _find_names(
+    text: str, ontology: Ontology | None, tagger: Tagger | None
+) -> tuple[OntologyView, Sentences, frozenset[str], list[Occurrence]]:
+    """The name occurrences of a section, as :func:`extract` and :func:`rule_spans` both see them.
+
+    Returns the ontology view, the sentences, the lowercase vocabulary and the occurrences.
+    """
+    view = _view(ontology if ontology is not None else default_ontology())
+    sentences = split_sentences(text)
+    initials = initial_positions(text, sentences)
+    vocabulary = lowercase_vocabulary(text)
+    # Names are looked for outside headings; quotes and cues still read the real text.
+    scan = mask_headings(text)
+    occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
+    if tagger is not None:
+        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
+    return view, sentences, vocabulary, occs
+
+
 def extract(
     text: str,
     ontology: Ontology | None = None,
@@ -213,15 +232,7 @@ def extract(
         A :class:`WireExtractionResult` in which every evidence quote is a verbatim substring of
         ``text`` and every relationship endpoint is the id of an entity of the result.
     """
-    view = _view(ontology if ontology is not None else default_ontology())
-    sentences = split_sentences(text)
-    initials = initial_positions(text, sentences)
-    vocabulary = lowercase_vocabulary(text)
-    # Names are looked for outside headings; quotes and cues still read the real text.
-    scan = mask_headings(text)
-    occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
-    if tagger is not None:
-        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
+    view, sentences, vocabulary, occs = _find_names(text, ontology, tagger)
     sent_of = [sentences.index_of(o.start) for o in occs]
 
     alias_links: list[tuple[int, int]] = []
@@ -592,14 +603,7 @@ def rule_spans(
     Used to score the extractor on LitBank next to the bare tagger (places are labelled
     ``LOC``; only the place group, not LOC/GPE/FAC, is comparable).
     """
-    view = _view(ontology if ontology is not None else default_ontology())
-    sentences = split_sentences(text)
-    initials = initial_positions(text, sentences)
-    vocabulary = lowercase_vocabulary(text)
-    scan = mask_headings(text)
-    occs = find_occurrences(scan, sentences, initials, vocabulary, view.gazetteer)
-    if tagger is not None:
-        occs = apply_tags(scan, occs, tagger.tag(scan), initials, vocabulary)
+    view, _, vocabulary, occs = _find_names(text, ontology, tagger)
     _, per_occ = build_entities(
         text, occs, view.gazetteer, [], view.type_kind, vocabulary, tagged=tagger is not None
     )

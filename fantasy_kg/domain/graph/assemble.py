@@ -24,6 +24,7 @@ from fantasy_kg.domain.graph.models import (
     SectionRow,
 )
 from fantasy_kg.domain.graph.names import name_keys
+from fantasy_kg.domain.graph.provenance import trace_columns
 from fantasy_kg.domain.graph.relationships import (
     Appearance,
     RelationshipRecord,
@@ -36,6 +37,7 @@ from fantasy_kg.domain.graph.resolution import (
     person_types,
     resolve_entities,
 )
+from fantasy_kg.domain.sections import SectionFile
 
 
 class GraphAssembler:
@@ -287,15 +289,25 @@ class GraphAssembler:
             )
         return rows
 
+    def _failed_section(
+        self, file_name: str, custom_id: str
+    ) -> tuple[int | None, SectionFile | None]:
+        """The section a failure is about: by file name, else by custom_id.
+
+        A split half's custom_id is its section's with ``_a``/``_b`` added, so that is dropped
+        first. ``(None, None)`` when neither names a section of the series.
+        """
+        pos = self.collected.by_file.get(file_name)
+        if pos is None:
+            stem = custom_id[:-2] if custom_id[-2:] in ("_a", "_b") else custom_id
+            pos = self.collected.by_stem.get(stem)
+        return pos, (self.collected.sections[pos].file if pos is not None else None)
+
     def _failure_rows(self, input_failures: Iterable[InputFailure]) -> list[FailureRow]:
         rows = list(self.collected.failures)
         done_sections = {p for p, s in enumerate(self.collected.sections) if s.custom_ids}
         for f in self.collected.provenance.failures():
-            pos = self.collected.by_file.get(f.file_name)
-            if pos is None:
-                stem = f.custom_id[:-2] if f.custom_id[-2:] in ("_a", "_b") else f.custom_id
-                pos = self.collected.by_stem.get(stem)
-            sec = self.collected.sections[pos].file if pos is not None else None
+            pos, sec = self._failed_section(f.file_name, f.custom_id)
             rows.append(
                 FailureRow(
                     series=self.collected.series,
@@ -311,11 +323,7 @@ class GraphAssembler:
                 )
             )
         for bad in input_failures:
-            pos = self.collected.by_file.get(bad.file_name or "")
-            if pos is None:
-                stem = bad.custom_id[:-2] if bad.custom_id[-2:] in ("_a", "_b") else bad.custom_id
-                pos = self.collected.by_stem.get(stem)
-            sec = self.collected.sections[pos].file if pos is not None else None
+            pos, sec = self._failed_section(bad.file_name or "", bad.custom_id)
             rows.append(
                 FailureRow(
                     series=self.collected.series,
@@ -407,13 +415,10 @@ class GraphAssembler:
                     token_count_method=meta.token_count_method,
                     sha256=meta.sha256,
                     custom_ids=cids,
-                    batch_id=prov.batch_id if prov else None,
-                    prompt_version=prov.prompt_version if prov else None,
-                    backend=prov.backend if prov else None,
-                    model=prov.model if prov else None,
                     status=status,
                     entity_instances=s.entity_instances,
                     relationship_instances=s.relationship_instances,
+                    **trace_columns(prov),
                 )
             )
         return rows

@@ -25,7 +25,7 @@ from fantasy_kg.domain.graph.models import (
 )
 from fantasy_kg.domain.graph.names import id_key
 from fantasy_kg.domain.graph.proposals import ProposalCollector, proposal_key
-from fantasy_kg.domain.graph.provenance import Provenance, RequestProvenance
+from fantasy_kg.domain.graph.provenance import Provenance, RequestProvenance, trace_columns
 from fantasy_kg.domain.graph.relationships import (
     RelationshipRecord,
     normalize_rel_type,
@@ -37,6 +37,7 @@ from fantasy_kg.domain.schemas import EntityInstance, ExtractionResult, Ontology
 from fantasy_kg.domain.sections import SectionFile
 
 Where = tuple[int | None, str | None, str | None, int | None, int | None]
+
 
 MAX_LIST = 100  # cap on id lists stored per row (source ids, sections of an attribute)
 
@@ -445,8 +446,6 @@ class GraphCollector:
         prov: RequestProvenance | None,
         g: Grounding,
     ) -> None:
-        book_no, book, book_file, start, end = self._where(pos, g)
-        sec = self.sections[pos]
         self.mentions.append(
             MentionRow(
                 series=self.series,
@@ -454,23 +453,9 @@ class GraphCollector:
                 entity_id="",
                 raw_entity_id=raw_id,
                 surface=surface,
-                section_id=sec.sid,
-                section_number=sec.number,
-                file_name=sec.fname,
-                book_no=book_no,
-                book=book,
-                book_file=book_file,
-                char_start=start,
-                char_end=end,
-                section_char_start=g.start,
-                section_char_end=g.end,
-                status=g.status,
-                score=g.score,
                 custom_id=custom_id,
-                batch_id=prov.batch_id if prov else None,
-                prompt_version=prov.prompt_version if prov else None,
-                backend=prov.backend if prov else None,
-                model=prov.model if prov else None,
+                **self._span_columns(pos, g),
+                **trace_columns(prov),
             )
         )
         self.mention_record.append(record)
@@ -483,11 +468,6 @@ class GraphCollector:
         g: Grounding | None,
         prov: RequestProvenance | None,
     ) -> EvidenceRow:
-        sec = self.sections[pos]
-        if g is None:
-            book_no, book, book_file, start, end = self._where(pos, Grounding("not_found"))
-        else:
-            book_no, book, book_file, start, end = self._where(pos, g)
         return EvidenceRow(
             series=self.series,
             evidence_id=0,
@@ -497,24 +477,33 @@ class GraphCollector:
             raw_type=rec.raw_type,
             raw_target=rec.raw_target,
             instance_confidence=rec.confidence,
-            section_id=sec.sid,
-            section_number=sec.number,
-            file_name=sec.fname,
-            book_no=book_no,
-            book=book,
-            book_file=book_file,
-            char_start=start,
-            char_end=end,
-            section_char_start=g.start if g else None,
-            section_char_end=g.end if g else None,
-            status=g.status if g else "no_quote",
-            score=g.score if g else 0.0,
             custom_id=rec.custom_id,
-            batch_id=prov.batch_id if prov else None,
-            prompt_version=prov.prompt_version if prov else None,
-            backend=prov.backend if prov else None,
-            model=prov.model if prov else None,
+            **self._span_columns(pos, g),
+            **trace_columns(prov),
         )
+
+    def _span_columns(self, pos: int, g: Grounding | None) -> dict[str, Any]:
+        """Where a mention or quote stands: its section, book and offsets, and how it grounded.
+
+        The keys are columns of both ``mentions`` and ``evidence`` (the row classes reject any
+        other keyword). ``g`` is ``None`` for a relationship the model gave no quote for.
+        """
+        sec = self.sections[pos]
+        book_no, book, book_file, start, end = self._where(pos, g or Grounding("not_found"))
+        return {
+            "section_id": sec.sid,
+            "section_number": sec.number,
+            "file_name": sec.fname,
+            "book_no": book_no,
+            "book": book,
+            "book_file": book_file,
+            "char_start": start,
+            "char_end": end,
+            "section_char_start": g.start if g else None,
+            "section_char_end": g.end if g else None,
+            "status": g.status if g else "no_quote",
+            "score": g.score if g else 0.0,
+        }
 
     # --- ordering -----------------------------------------------------------------------------
 

@@ -8,9 +8,16 @@ gives the per-batch usage and cost rows of the ``costs`` table.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from fantasy_kg.domain.graph.models import BatchJobRow, CostRow
+from fantasy_kg.domain.graph.models import (
+    Backend,
+    BatchId,
+    BatchJobRow,
+    CostRow,
+    Model,
+    PromptVersion,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +29,31 @@ class RequestProvenance:
     model: str | None
     backend: str | None
     prompt_version: str | None
+
+
+class TraceColumns(TypedDict):
+    """The columns that tie a fact row to the request that made it (design: every fact row)."""
+
+    batch_id: BatchId
+    prompt_version: PromptVersion
+    backend: Backend
+    model: Model
+
+
+def trace_columns(prov: RequestProvenance | None) -> TraceColumns:
+    """The trace columns of a row from ``prov`` (all ``None`` when no job file names it).
+
+    Sections, mentions and evidence rows all carry them; filling them in one place keeps the
+    four columns consistent across tables.
+    """
+    if prov is None:
+        return {"batch_id": None, "prompt_version": None, "backend": None, "model": None}
+    return {
+        "batch_id": prov.batch_id,
+        "prompt_version": prov.prompt_version,
+        "backend": prov.backend,
+        "model": prov.model,
+    }
 
 
 @dataclass(slots=True)
@@ -88,6 +120,12 @@ class JobInfo:
     max_tokens: int | None = None
     truncated: int = 0
     """Requests whose answer was cut at ``max_tokens`` (or the window) and split."""
+
+    @property
+    def request_total(self) -> int:
+        """Requests in the batch: the API's counts, or the custom_ids when it gave none."""
+        counts = self.request_counts
+        return sum(counts.values()) if counts else len(self.custom_ids)
 
 
 _CUT_TYPES = ("max_tokens", "model_context_window_exceeded")
@@ -326,7 +364,6 @@ class Provenance:
         rows = []
         for job in self.jobs:
             counts = job.request_counts
-            total = sum(counts.values()) if counts else len(job.custom_ids)
             rows.append(
                 BatchJobRow(
                     series=series,
@@ -339,7 +376,7 @@ class Provenance:
                     parent_batch_id=job.parent_batch_id,
                     created_at=job.created_at,
                     ended_at=job.ended_at,
-                    request_count=total,
+                    request_count=job.request_total,
                     succeeded=counts.get("succeeded", 0),
                     errored=counts.get("errored", 0),
                     canceled=counts.get("canceled", 0),
@@ -378,7 +415,7 @@ class Provenance:
                     model=job.model,
                     backend=job.backend,
                     mode=job.mode,
-                    requests=sum(counts.values()) if counts else len(job.custom_ids),
+                    requests=job.request_total,
                     succeeded=counts.get("succeeded", 0),
                     input_tokens=u.get("input_tokens", 0),
                     output_tokens=u.get("output_tokens", 0),
