@@ -11,7 +11,10 @@
   Any failed run fails the row.
 * **Baseline**: the same series loaded one by one in one Python process with the pipeline
   functions (``build_sections`` → ``run_full`` on the local backend → ``load_series_from_files``
-  into the same scale-out warehouse), the CLI's work without its process start-ups.
+  into the same scale-out warehouse → ``write_view`` and ``network_png``, the page and preview the
+  runs' ``graph_view`` asset makes), the CLI's work without its process start-ups. The two
+  variants produce the same files; only the subject's asset checks and Dagster's own work
+  (processes, events) are extra.
 
 Full mode: 200 series of three books each, real prose of book length: Oz books with the names
 invented anew per series (``bench.corpus.renamed``), extracted by the default local backend (the
@@ -202,7 +205,9 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
         from fantasy_kg.domain.catalog import default_model
         from fantasy_kg.pipeline.extraction import run_full
         from fantasy_kg.pipeline.graph import load_series_from_files
+        from fantasy_kg.pipeline.pictures import network_png
         from fantasy_kg.pipeline.sections import build_sections
+        from fantasy_kg.pipeline.view import default_output, write_view
 
         model = default_model()
         started = time.perf_counter()
@@ -221,6 +226,8 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
             load_series_from_files(
                 sections, extracted, slug, data / "fantasy_kg.duckdb", jobs_dir=data / "batch_jobs"
             )
+            _, payload = write_view(data / "fantasy_kg.duckdb", slug, default_output(slug, data))
+            (data / "views" / f"{slug}_preview.png").write_bytes(network_png(payload))
         return {
             "series_in_warehouse": _series_in_warehouse(data),
             "seconds_per_series": round((time.perf_counter() - started) / n, 2),
