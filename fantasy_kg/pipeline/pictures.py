@@ -12,15 +12,8 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
-
-import matplotlib.pyplot as plt
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 from fantasy_kg.pipeline.view import force_layout
 
@@ -28,10 +21,25 @@ PERSON_TYPES = ("Character", "Person")
 """Entity types that count as characters (the ``character_network`` view uses the same)."""
 
 
+def _pyplot() -> ModuleType:
+    """Matplotlib's pyplot on the Agg backend, imported on first use.
+
+    Imported lazily because this module is loaded with the code location: every run worker and
+    ``dg check defs`` would otherwise pay matplotlib's import (~0.3-0.6 s) for two pictures that
+    only ``graph_view`` and ``cost_summary`` draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -62,7 +70,9 @@ def network_png(payload: dict[str, Any], *, top: int = 25) -> bytes:
         kinds.setdefault(key, e["type"])
     links = [(a, b, 1.0 + math.log1p(w)) for (a, b), w in sorted(weight.items())]
     xy = force_layout(len(chosen), links, seed=len(chosen), iterations=120)
-    fig, ax = plt.subplots(figsize=(9, 6.5))
+    from matplotlib.lines import Line2D
+
+    fig, ax = _pyplot().subplots(figsize=(9, 6.5))
     ax.set_axis_off()
     title = f"{payload['series']}: main characters ({len(chosen)} of {len(payload['nodes'])})"
     ax.set_title(title + f" — made by {payload['made_by']}", fontsize=10)
@@ -123,7 +133,9 @@ class CostBar:
 
 def cost_chart_png(bars: Sequence[CostBar], *, series: str) -> bytes:
     """Planned (pre-flight) vs actual cost per model and attempt as a grouped bar chart."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(bars) + 2), 3.6))
+    from matplotlib.patches import Patch
+
+    fig, ax = _pyplot().subplots(figsize=(max(5.0, 1.4 * len(bars) + 2), 3.6))
     labels = [f"{b.model}\nattempt {b.attempt}" for b in bars]
     x = list(range(len(bars)))
     planned = [b.planned_usd for b in bars]
