@@ -9,6 +9,7 @@ the batch ends, never requests it twice, and requests a new attempt when that ru
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,20 @@ def _skip(result: dg.SensorResult) -> str:
     return str(result.skip_reason.skip_message)
 
 
+def _end(server: LocalServer, clock: Clock, batch_id: str, timeout_s: float = 120.0) -> None:
+    """Jump past the batch's hour in progress and wait for the server's worker to end it.
+
+    The worker answers the requests and ends the batch in its own thread; on a busy machine that
+    can take longer than the test takes to reach its next tick, which would then see the batch
+    still in progress.
+    """
+    clock.advance(hours=2)
+    deadline = time.monotonic() + timeout_s
+    while server.store.load(batch_id)["processing_status"] != "ended":
+        assert time.monotonic() < deadline, f"{batch_id} did not end within {timeout_s:.0f} s"
+        time.sleep(0.05)
+
+
 def _submit(defs: dg.Definitions, instance: dg.DagsterInstance) -> str:
     """Materialize everything; with the batch in progress only the first two assets land."""
     result = materialize(defs, instance)
@@ -139,7 +154,7 @@ def test_sensor_waits_then_requests_once_and_the_run_completes(
         assert not _requests(still)
         assert not still.asset_events  # nothing changed, nothing re-observed
 
-        clock.advance(hours=2)
+        _end(server, clock, batch_id)
         ended = _tick(defs, instance, still.cursor)
         assert len(_requests(ended)) == 1
         request = _requests(ended)[0]
@@ -183,7 +198,7 @@ def test_failed_results_run_gets_a_new_attempt_key(
     defs = _defs(sample_data_dir, server.base_url)
     with dg.instance_for_test() as instance:
         batch_id = _submit(defs, instance)
-        clock.advance(hours=2)
+        _end(server, clock, batch_id)
         first = _tick(defs, instance, None)
         assert [r.run_key for r in _requests(first)] == [f"{batch_id}:1"]
 
@@ -213,7 +228,7 @@ def test_sensor_survives_an_unreachable_api_and_leaves_a_busy_partition_alone(
     defs = _defs(sample_data_dir, server.base_url)
     with dg.instance_for_test() as instance:
         batch_id = _submit(defs, instance)
-        clock.advance(hours=2)
+        _end(server, clock, batch_id)
 
         # The API cannot be reached: the tick survives, says so, and requests nothing.
         unreachable = _tick(_defs(sample_data_dir, _dead_url()), instance, None)
