@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from fantasy_kg.domain.errors import ConfigError
 from fantasy_kg.pipeline.graph import load_series_from_files, run_sql
+from fantasy_kg.pipeline.view import ViewError, write_view
 from fantasy_kg.warehouse.load import connect
 from fantasy_kg.warehouse.migrations import TABLES, VIEWS
 from fantasy_kg.warehouse.shards import PAUSE_ENV, WAREHOUSE_ENV
@@ -96,6 +98,33 @@ def test_both_engines_hold_the_same_rows_and_answer_the_same(
     assert _snapshot(sharded) == expected
     runs = run_sql(sharded, "SELECT series, count(*) FROM load_runs GROUP BY ALL ORDER BY 1")[1]
     assert runs == [(OTHER, 1), (SERIES, 2)]
+
+
+def test_a_series_scoped_catalog_holds_that_series_only_and_the_view_still_names_the_others(
+    two_series: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(WAREHOUSE_ENV, "shards")
+    db = two_series["data"] / "fantasy_kg.duckdb"
+    for series in (SERIES, OTHER):
+        _load(two_series, series, db)
+    whole = connect(db, read_only=True)
+    scoped = connect(db, read_only=True, series=SERIES)
+    nowhere = connect(db, read_only=True, series="never_loaded")
+    try:
+        for table in ("entities", "relationships", "mentions", "entity_summary"):
+            sql = f"SELECT * FROM {table} WHERE series = ? ORDER BY ALL"
+            rows = scoped.execute(sql, [SERIES]).fetchall()
+            assert rows and rows == whole.execute(sql, [SERIES]).fetchall()
+            assert scoped.execute(f"SELECT DISTINCT series FROM {table}").fetchall() == [(SERIES,)]
+            assert nowhere.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    finally:
+        for conn in (whole, scoped, nowhere):
+            conn.close()
+    with pytest.raises(ConfigError, match="not a valid warehouse shard name"):
+        connect(db, read_only=True, series="../escape")
+    # The page of an unknown series still lists the series that are there.
+    with pytest.raises(ViewError, match=f"series there: {OTHER}, {SERIES}"):
+        write_view(db, "never_loaded", two_series["data"] / "never.html")
 
 
 def _cli(paths: dict[str, Path], series: str, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -146,7 +146,7 @@ def _measure(
     reads: list[float] = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        conn = _open(db)
+        conn = _open(db, series)
         try:
             # The same queries without the layout (a graph of no edges lays out instantly).
             payload = graph_payload(conn, series)

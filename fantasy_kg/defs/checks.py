@@ -18,6 +18,7 @@ from fantasy_kg.defs.keys import (
 )
 from fantasy_kg.defs.outcomes import owed_jobs, section_outcomes, stuck_reason
 from fantasy_kg.defs.resources import AnthropicBatchResource
+from fantasy_kg.defs.warehouse import series_connection
 
 DEFAULT_MIN_GROUNDING_RATE = 0.9
 """Share of mentions and evidence quotes that must be found in the text (exact, normalized or
@@ -87,7 +88,7 @@ def build_checks(
         context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
     ) -> dg.AssetCheckResult:
         series = context.partition_key
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, context.partition_key) as conn:
             dangling = conn.execute(
                 """
                 SELECT r.relationship_id, e.endpoint
@@ -135,7 +136,7 @@ def build_checks(
     def no_duplicate_entity_ids(
         context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
     ) -> dg.AssetCheckResult:
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, context.partition_key) as conn:
             dupes = conn.execute(
                 "SELECT lower(entity_id) AS id, count(*) AS n, list(entity_id ORDER BY entity_id) "
                 "FROM entities WHERE series = ? GROUP BY 1 HAVING count(*) > 1 ORDER BY 1",
@@ -174,7 +175,7 @@ def build_checks(
         context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
     ) -> dg.AssetCheckResult:
         series = context.partition_key
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, context.partition_key) as conn:
             row = conn.execute(
                 """
                 SELECT count(*) FILTER (WHERE status <> 'not_found'), count(*)
@@ -240,7 +241,7 @@ def build_checks(
         anthropic_batches: AnthropicBatchResource,
         duckdb: DuckDBResource,
     ) -> dg.AssetCheckResult:
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, context.partition_key) as conn:
             row = conn.execute(
                 """
                 SELECT coalesce(sum(actual_usd) FILTER (WHERE backend IS DISTINCT FROM 'local'), 0),

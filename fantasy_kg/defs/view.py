@@ -22,6 +22,7 @@ from fantasy_kg.defs.keys import (
     WAREHOUSE_POOL,
 )
 from fantasy_kg.defs.resources import AnthropicBatchResource
+from fantasy_kg.defs.warehouse import series_connection
 from fantasy_kg.domain import paths
 from fantasy_kg.pipeline.pictures import markdown_image, network_png
 from fantasy_kg.pipeline.view import default_output, page_entity_ids, write_view
@@ -103,7 +104,7 @@ def build_view_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetC
     ) -> dg.AssetCheckResult:
         series = context.partition_key
         page = default_output(series, anthropic_batches.root)
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, series) as conn:
             rows = conn.execute(
                 "SELECT entity_id FROM entities WHERE series = ?", [series]
             ).fetchall()

@@ -6,7 +6,7 @@ mode: docs/architecture.md, "Warehouse".
 """
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +62,24 @@ class WarehouseResource(DuckDBResource):
             with super().get_connection() as conn:
                 yield conn
             return
-        conn = open_catalog(root)
-        try:
+        with closing(open_catalog(root)) as conn:
             yield conn
-        finally:
-            conn.close()
+
+
+@contextmanager
+def series_connection(duckdb: DuckDBResource, series: str) -> Iterator[Any]:
+    """A connection for reading one series' rows (every query filters on ``series``).
+
+    Scale-out: a catalog of that series alone, so a partition's steps do not resolve every
+    published series (their cost would grow with the library). One file: ``get_connection``.
+    """
+    root = scale_out_root(Path(duckdb.database))
+    if root is None:
+        with duckdb.get_connection() as conn:
+            yield conn
+        return
+    with closing(open_catalog(root, series)) as conn:
+        yield conn
 
 
 def _location(database: str) -> str:
@@ -183,7 +196,7 @@ def build_warehouse_assets(
                 lock_wait=res.lock_wait_seconds,
                 on_lock_wait=_lock_wait_logger(context),
             )
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, series) as conn:
             schemas = {t: table_schema(t) for t in FACT_TABLES}
             top_entities = conn.execute(
                 "SELECT name, type, mention_count, relationship_count, aliases "
@@ -277,7 +290,7 @@ def build_warehouse_assets(
                 lock_wait=res.lock_wait_seconds,
                 on_lock_wait=_lock_wait_logger(context),
             )
-        with duckdb.get_connection() as conn:
+        with series_connection(duckdb, series) as conn:
             schema = table_schema("costs")
             attempts = conn.execute(
                 "SELECT coalesce(model, 'unknown'), coalesce(attempt, 1), "

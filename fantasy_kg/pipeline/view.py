@@ -81,14 +81,17 @@ def _rows(
     return conn.execute(sql, list(params)).fetchall()
 
 
-def _open(db_path: Path) -> duckdb.DuckDBPyConnection:
-    """Read-only when the schema is current; a warehouse made by an older version is migrated."""
-    conn = connect(db_path, read_only=True)
+def _open(db_path: Path, series: str | None) -> duckdb.DuckDBPyConnection:
+    """Read-only when the schema is current; a warehouse made by an older version is migrated.
+
+    ``series`` scopes a scale-out catalog to that series (see :func:`connect`).
+    """
+    conn = connect(db_path, read_only=True, series=series)
     row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
     if row and row[0] is not None and int(row[0]) >= max(m.version for m in MIGRATIONS):
         return conn
     conn.close()
-    return connect(db_path)
+    return connect(db_path, series=series)
 
 
 def force_layout(
@@ -467,8 +470,13 @@ def write_view(
         ViewError: unknown series or bad option; WarehouseError: no or locked warehouse.
     """
     started = time.perf_counter()
-    conn = _open(db_path)
+    conn = _open(db_path, series)
     try:
+        known = _rows(conn, "SELECT count(*) FROM entities WHERE series = ?", [series])[0][0]
+        if not known:
+            # A scoped scale-out catalog holds no other series to name in the error: reopen whole.
+            conn.close()
+            conn = _open(db_path, None)
         payload = graph_payload(conn, series, as_of_book=as_of_book)
     finally:
         conn.close()

@@ -109,6 +109,7 @@ def connect(
     read_only: bool = False,
     lock_wait: float | None = None,
     on_wait: LockWaitReport | None = None,
+    series: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse (creating and migrating it unless ``read_only``).
 
@@ -125,6 +126,8 @@ def connect(
         lock_wait: Seconds to wait for another process's lock (default :func:`lock_wait_seconds`).
         on_wait: Progress report while waiting, every :data:`LOCK_PROGRESS_SECONDS` (default: a
             warning on this module's logger, i.e. a line on stderr in the CLI).
+        series: Scale-out only: a catalog of this one series (a reader that filters on it need
+            not resolve the whole library). The one-file warehouse ignores it.
 
     Raises:
         WarehouseError: missing file in read-only mode, or the file cannot be opened.
@@ -133,7 +136,7 @@ def connect(
     path = Path(db_path).expanduser()
     shards = scale_out_root(path)
     if shards is not None:
-        return open_catalog(shards)
+        return open_catalog(shards, series)
     if read_only and not path.exists():
         raise WarehouseError(
             f"warehouse {path} does not exist: load a series first with `fantasy-kg load`"

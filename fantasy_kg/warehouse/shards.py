@@ -100,14 +100,22 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def published(root: ShardRoot, conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Series → its published version folder, each pointer read once (the reader's snapshot)."""
+def published(
+    root: ShardRoot, conn: duckdb.DuckDBPyConnection, series: str | None = None
+) -> dict[str, str]:
+    """Series → its published version folder, each pointer read once (the reader's snapshot).
+
+    With ``series``, only that series' pointer is read (absent if it was never published).
+    """
     base = root.location.rstrip("/")
     out: dict[str, str] = {}
     if not root.remote:
         if not os.path.isdir(base):
             return out
-        for name in sorted(os.listdir(base)):
+        if series is not None:
+            root.series_dir(series)  # checks the slug: it names a folder under the root
+        names = [_PREFIX + series] if series is not None else sorted(os.listdir(base))
+        for name in names:
             if not name.startswith(_PREFIX):
                 continue
             try:
@@ -118,9 +126,15 @@ def published(root: ShardRoot, conn: duckdb.DuckDBPyConnection) -> dict[str, str
             if version:
                 out[name[len(_PREFIX) :]] = f"{base}/{name}/{version}"
         return out
-    rows = conn.execute(
-        "SELECT filename, content FROM read_text(?)", [f"{base}/{_PREFIX}*/{_POINTER}"]
-    ).fetchall()
+    pattern = root.series_dir(series) if series is not None else f"{base}/{_PREFIX}*"
+    try:
+        rows = conn.execute(
+            "SELECT filename, content FROM read_text(?)", [f"{pattern}/{_POINTER}"]
+        ).fetchall()
+    except duckdb.IOException:
+        if series is None:
+            raise
+        rows = []  # that series was never published
     for filename, content in rows:
         name = str(filename).rstrip("/").split("/")[-2]
         version = str(content).strip()
@@ -129,16 +143,21 @@ def published(root: ShardRoot, conn: duckdb.DuckDBPyConnection) -> dict[str, str
     return dict(sorted(out.items()))
 
 
-def open_catalog(root: ShardRoot) -> duckdb.DuckDBPyConnection:
+def open_catalog(root: ShardRoot, series: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB whose tables are views over every published series' Parquet files.
 
     Each series is read at the version its pointer names now, so a reader sees every series in
     a consistent state for the life of the connection; the analyst views and ``graph_as_of``
     are the same SQL as in the one-file warehouse. Nothing written here is persisted.
+
+    Args:
+        root: The shard root.
+        series: Only this series (a partition's run reading its own rows): one pointer and one
+            file per table instead of all of them, so its cost does not grow with the library.
     """
     conn = duckdb.connect(":memory:")
     try:
-        versions = published(root, conn)
+        versions = published(root, conn, series)
         for spec in TABLE_SPECS:
             files = [f"{folder}/{spec.name}.parquet" for folder in versions.values()]
             if files:
