@@ -14,6 +14,7 @@ submits partition runs through its queue with ``dagster job backfill``, as a use
 """
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -356,6 +357,30 @@ class QueuedDagster:
                     return fresh, steps[-1]
             time.sleep(0.5)
         raise AssertionError(f"no run of {partition} died within {timeout_s:.0f} s")
+
+
+def failure_report(instance: dg.DagsterInstance, runs: Sequence[dg.DagsterRun]) -> str:
+    """Why each failed run failed: its error events with their messages and error text.
+
+    A daemon log's tail rarely holds the failure of an early run; the event log always does.
+    """
+    lines: list[str] = []
+    for run in runs:
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        lines.append(f"run {run.run_id} ({run.tags.get('dagster/partition')}): {run.status}")
+        for rec in instance.all_logs(run.run_id):
+            event = rec.dagster_event
+            data = getattr(event, "event_specific_data", None) if event is not None else None
+            error = getattr(data, "error", None)
+            level = rec.level if isinstance(rec.level, int) else logging.INFO
+            if level < logging.WARNING and error is None:
+                continue
+            detail = error.to_string()[-1500:] if error is not None else ""
+            lines.append(f"  {rec.step_key or '-'} {rec.dagster_event_type}: {rec.message}")
+            if detail:
+                lines.append("    " + detail.replace("\n", "\n    "))
+    return "\n".join(lines)
 
 
 def _started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:

@@ -25,6 +25,7 @@ from fantasy_kg_tests.pg_support import (
     PG_URL_ENV,
     PostgresServer,
     QueuedDagster,
+    failure_report,
     postgres_server,
     shipped_instance_config,
     write_test_home,
@@ -169,7 +170,7 @@ def test_twenty_partitions_four_at_a_time_then_a_rerun_creates_no_batch(
         failed = [
             (_partition_of(r), r.status) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS
         ]
-        assert not failed, f"{failed}\n{dagster.daemon_log()[-3000:]}"
+        assert not failed, f"{failed}\n{failure_report(instance, runs)}"
         assert sorted(_partition_of(r) for r in runs) == slugs
         # The queue, not the machine, decided how many ran at once.
         assert 1 < most <= MAX_RUNS
