@@ -143,6 +143,8 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
             settings = instance.get_concurrency_config()
             assert settings.run_queue_config is not None
             assert settings.run_queue_config.max_concurrent_runs == MAX_RUNS
+            assert settings.run_queue_config.max_user_code_failure_retries == 3
+            assert instance.run_coordinator.dequeue_interval_seconds == 1  # type: ignore[attr-defined]
             assert settings.pool_config.default_pool_limit == 1
             assert instance.run_monitoring_enabled
         finally:
