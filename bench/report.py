@@ -273,17 +273,24 @@ def main(argv: list[str] | None = None) -> int:
     ``--update-readme`` writes the tables between the markers of ``bench/README.md`` and
     ``docs/benchmarks.md`` instead of printing them.
     """
+    import argparse
     import json
     import sys
 
     from bench.harness import BENCH_DIR, DEFAULT_RESULTS, REPO_ROOT
 
-    args = sys.argv[1:] if argv is None else argv
-    update = "--update-readme" in args
-    files = [a for a in args if a != "--update-readme"]
-    path = Path(files[0]) if files else DEFAULT_RESULTS
-    table = markdown(json.loads(path.read_text(encoding="utf-8")))
-    if not update:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("results", nargs="?", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument(
+        "--update-readme", action="store_true", help="rewrite the tables in the READMEs"
+    )
+    args = parser.parse_args(argv)
+    try:
+        results = json.loads(args.results.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.exit(2, f"cannot read {args.results}: {exc}; run python -m bench first\n")
+    table = markdown(results)
+    if not args.update_readme:
         print(table)
         return 0
     for target in (BENCH_DIR / "README.md", REPO_ROOT / "docs" / "benchmarks.md"):
