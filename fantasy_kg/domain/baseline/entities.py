@@ -24,6 +24,7 @@ from fantasy_kg.domain.baseline.names import (
     Occurrence,
     normalize,
 )
+from fantasy_kg.domain.unionfind import find_root
 
 # Ranks and forms of address that are not names when they stand alone.
 _BARE_RANKS = lexicon.TITLES | {
@@ -101,12 +102,7 @@ class _UnionFind:
 
     def find(self, key: str) -> str:
         self.parent.setdefault(key, key)
-        root = key
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[key] != root:
-            self.parent[key], key = root, self.parent[key]
-        return root
+        return find_root(self.parent, key)
 
     def union(self, a: str, b: str) -> str:
         ra, rb = self.find(a), self.find(b)

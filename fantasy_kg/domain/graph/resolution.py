@@ -19,6 +19,7 @@ from fantasy_kg.domain.graph.naming import (
 )
 from fantasy_kg.domain.graph.records import EntityRecord, MergeDecision
 from fantasy_kg.domain.schemas import CanonicalRule, Ontology
+from fantasy_kg.domain.unionfind import find_root
 
 __all__ = [
     "Cluster",
@@ -133,12 +134,7 @@ class _UnionFind:
         self.neigh.update(neighbours)
 
     def find(self, i: int) -> int:
-        root = i
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[i] != root:
-            self.parent[i], i = root, self.parent[i]
-        return root
+        return find_root(self.parent, i)
 
     def conflict(self, ra: int, rb: int, *, relations: bool = True) -> str | None:
         """Why the clusters rooted at ``ra`` and ``rb`` must not be merged, or ``None``.
