@@ -32,6 +32,8 @@ import psutil
 import pytest
 import yaml
 
+from fantasy_kg.defs.keys import DUCKDB_POOL
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PG_INSTANCE_DIR = REPO_ROOT / "deploy" / "postgres"
 PG_URL_ENV = "FANTASY_KG_DAGSTER_PG_URL"
@@ -203,9 +205,28 @@ class QueuedDagster:
             else:
                 os.environ[PG_URL_ENV] = saved
 
+    def set_writer_pool_limit(self) -> None:
+        """Run the deployment's one-time setup step: ``dagster instance concurrency set``.
+
+        Without it the first runs that claim the ``duckdb_writer`` pool at the same moment each
+        try to create its limit row, and on PostgreSQL the loser's run fails (dagster#33552).
+        """
+        exe = Path(sys.executable).parent / "dagster"
+        subprocess.run(
+            [str(exe), "instance", "concurrency", "set", DUCKDB_POOL, "1"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
     def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
-        """Start ``dagster-daemon run`` on the repo's workspace (its own process group)."""
+        """Start ``dagster-daemon run`` on the repo's workspace (its own process group).
+
+        The writer pool's limit is set first, as docs/deploy.md tells a deployment to.
+        """
         assert self.daemon is None, "daemon already running"
+        self.set_writer_pool_limit()
         log = self._log_file("daemon")
         exe = Path(sys.executable).parent / "dagster-daemon"
         with open(log, "wb") as fh:
@@ -254,20 +275,31 @@ class QueuedDagster:
     def wait_for_runs(
         self, instance: dg.DagsterInstance, count: int, timeout_s: float = 1800.0
     ) -> tuple[list[dg.DagsterRun], int]:
-        """Wait until ``count`` runs ended; return them and the most seen in progress at once."""
+        """Wait until ``count`` runs ended; return them and the most seen in progress at once.
+
+        Polls with two ``COUNT`` queries, not by loading every run: with hundreds of runs that
+        took a share of the two cores the benchmark measures.
+        """
         deadline = time.monotonic() + timeout_s
         most_in_flight = 0
-        in_flight = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
+        in_flight = dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+        )
+        finished = dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.SUCCESS,
+                dg.DagsterRunStatus.FAILURE,
+                dg.DagsterRunStatus.CANCELED,
+            ]
+        )
         while True:
-            runs = list(instance.get_runs())
-            most_in_flight = max(most_in_flight, sum(r.status in in_flight for r in runs))
-            done = [r for r in runs if r.is_finished]
-            if len(done) >= count:
-                return runs, most_in_flight
+            most_in_flight = max(most_in_flight, instance.get_runs_count(filters=in_flight))
+            if instance.get_runs_count(filters=finished) >= count:
+                return list(instance.get_runs()), most_in_flight
             if self.daemon is not None and self.daemon.poll() is not None:
                 raise AssertionError(f"dagster-daemon exited: {self.daemon_log()[-3000:]}")
             if time.monotonic() > deadline:
-                states = sorted(str(r.status) for r in runs)
+                states = sorted(str(r.status) for r in instance.get_runs())
                 raise AssertionError(f"runs did not end in {timeout_s:.0f} s: {states}")
             time.sleep(0.5)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import sqlalchemy.exc
 
+from fantasy_kg.defs.keys import DUCKDB_POOL
 from fantasy_kg.domain import paths
 from fantasy_kg_tests.dagster_support import table_snapshot
 from fantasy_kg_tests.pg_support import (
@@ -156,6 +158,33 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
         check=False,
     )
     assert ignored.returncode == 0
+
+
+def test_the_writer_pool_limit_set_beforehand_keeps_runs_out_of_dagsters_creation_race(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Dagster creates a pool's limit row on a run's first claim of the pool. On PostgreSQL the
+    second creator's transaction aborts and its run fails (dagster#33552; it failed runs of
+    this file's backfills). Set once with ``dagster instance concurrency set``, as
+    docs/deploy.md says, the limit is no longer "from default" and no claim creates it.
+    """
+    dagster = QueuedDagster(
+        write_test_home(tmp_path / "home"), _env(tmp_path / "data", pg_url), tmp_path
+    )
+    first, second = dagster.instance(), dagster.instance()
+    try:
+        first.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+        with pytest.raises(sqlalchemy.exc.InternalError, match="InFailedSqlTransaction"):
+            second.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+
+        dagster.set_writer_pool_limit()
+        pools = {pool.name: pool for pool in first.event_log_storage.get_pool_limits()}
+        assert pools[DUCKDB_POOL].limit == 1
+        # What a run's claim checks before creating the row (InstanceConcurrencyContext.claim).
+        assert not pools[DUCKDB_POOL].from_default
+    finally:
+        first.dispose()
+        second.dispose()
 
 
 def test_twenty_partitions_four_at_a_time_then_a_rerun_creates_no_batch(
