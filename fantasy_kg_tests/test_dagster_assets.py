@@ -211,8 +211,10 @@ def test_cli_materialize_on_a_fresh_dagster_home(sample_data_dir: Path, tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr
-    # No SupersessionWarning, BetaWarning or other Python warning; the banner shows once.
+    # No SupersessionWarning, BetaWarning or other Python warning, no WARNING log line; the
+    # local backend's banner shows once, as information.
     assert "Warning" not in proc.stderr, proc.stderr[:3000]
+    assert " - WARNING - " not in proc.stderr, proc.stderr[:3000]
     assert proc.stderr.count("backend=local: deterministic baseline extractor") == 1
     with duckdb.connect(str(paths.warehouse_path(sample_data_dir)), read_only=True) as conn:
         row = conn.execute("SELECT count(*) FROM entities WHERE series = ?", [SERIES]).fetchone()

@@ -288,7 +288,9 @@ class AnthropicBatchResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 self._server = start_local_server(paths.local_api_dir(self.root))
                 url = self._server.base_url
             self._backend = Backend(name="local", base_url=url, api_key=LOCAL_API_KEY)
-            (self._log or log).warning(f"{LOCAL_BANNER} ({url})")
+            # INFO, not WARNING: choosing the local backend without a key is the documented
+            # default, and the materialization metadata says "not Claude" on every batch.
+            (self._log or log).info(f"{LOCAL_BANNER} ({url})")
         else:
             self._backend = resolve_backend(
                 "anthropic", api_key=self.api_key or None, base_url=self.base_url
