@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 
 from fantasy_kg.defs import build_definitions
+from fantasy_kg.defs.errors import RETRY_DELAY_ENV
 from fantasy_kg.defs.keys import ATTEMPT_TAG, BATCH_ID_TAG
 from fantasy_kg.defs.sensors import SENSOR_NAME
 from fantasy_kg.domain import paths
@@ -193,7 +194,7 @@ def _dead_url() -> str:
 
 @pytest.mark.slow
 def test_failed_results_run_gets_a_new_attempt_key(
-    sample_data_dir: Path, server: LocalServer, clock: Clock
+    sample_data_dir: Path, server: LocalServer, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     defs = _defs(sample_data_dir, server.base_url)
     with dg.instance_for_test() as instance:
@@ -203,6 +204,8 @@ def test_failed_results_run_gets_a_new_attempt_key(
         assert [r.run_key for r in _requests(first)] == [f"{batch_id}:1"]
 
         # The results run cannot reach the API: it fails and the batch still owes its results.
+        # Its step still goes through all its retries, 0.1 s apart instead of 30, 60 and 120 s.
+        monkeypatch.setenv(RETRY_DELAY_ENV, "0.1")
         broken = _defs(sample_data_dir, _dead_url())
         failed = _run(broken, instance, _requests(first)[0])
         assert not failed.success
