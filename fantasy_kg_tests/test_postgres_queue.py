@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import sqlalchemy
 import sqlalchemy.exc
 
 from fantasy_kg.defs.keys import DUCKDB_POOL
@@ -122,7 +123,8 @@ def _partition_of(run: dg.DagsterRun) -> str:
 
 def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Path) -> None:
     config = shipped_instance_config()
-    assert config["storage"] == {"postgres": {"postgres_url": {"env": PG_URL_ENV}}}
+    assert config["storage"]["custom"]["module"] == "fantasy_kg.pg_storage"  # type: ignore[index]
+    assert config["storage"]["custom"]["config"]["postgres_url"] == {"env": PG_URL_ENV}  # type: ignore[index]
     runs = config["concurrency"]["runs"]  # type: ignore[index]
     assert runs["max_concurrent_runs"] == MAX_RUNS
     assert {
@@ -135,6 +137,12 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
         mp.setenv(PG_URL_ENV, pg_url)
         instance = dg.DagsterInstance.from_config(str(PG_INSTANCE_DIR))
         try:
+            for storage in (
+                instance.run_storage,
+                instance.event_log_storage,
+                instance.schedule_storage,
+            ):  # fantasy_kg.pg_storage: a pool per storage, not a connection per query
+                assert type(getattr(storage, "_engine").pool).__name__ == "QueuePool"  # noqa: B009
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
@@ -158,6 +166,55 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
         check=False,
     )
     assert ignored.returncode == 0
+
+
+def _sessions(pg_url: str) -> int:
+    """Connections the server has accepted into this database so far (PostgreSQL 14+)."""
+    engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sqlalchemy.text(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                )
+            ).fetchone()
+    finally:
+        engine.dispose()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_shipped_storage_reuses_connections_and_survives_dropped_ones(pg_url: str) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PG_URL_ENV, pg_url)
+        instance = dg.DagsterInstance.from_config(str(PG_INSTANCE_DIR))
+        try:
+            instance.get_runs_count()
+            instance.event_log_storage.get_pool_limits()
+            before = _sessions(pg_url)
+            for _ in range(40):
+                instance.get_runs_count()
+                instance.event_log_storage.get_pool_limits()
+            # 80 queries: each storage reused its one connection (Dagster's own storage opens
+            # one per query); the probe itself is one session.
+            assert _sessions(pg_url) - before <= 3
+            # A server restart or a proxy closes idle connections: the next query reconnects.
+            engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                with engine.connect() as conn:
+                    killed = conn.execute(
+                        sqlalchemy.text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar()
+            finally:
+                engine.dispose()
+            assert killed and killed >= 2
+            assert instance.get_runs_count() == 0
+            assert instance.event_log_storage.get_pool_limits() is not None
+        finally:
+            instance.dispose()
 
 
 def test_the_writer_pool_limit_set_beforehand_keeps_runs_out_of_dagsters_creation_race(

@@ -23,7 +23,7 @@ from fantasy_kg.pipeline.graph import load_series_from_files, run_sql
 from fantasy_kg.pipeline.view import ViewError, write_view
 from fantasy_kg.warehouse.load import connect
 from fantasy_kg.warehouse.migrations import TABLES, VIEWS
-from fantasy_kg.warehouse.shards import PAUSE_ENV, WAREHOUSE_ENV
+from fantasy_kg.warehouse.shards import PAUSE_ENV, WAREHOUSE_ENV, CatalogCache, scale_out_root
 from fantasy_kg_tests.graph_fixtures import (
     SERIES,
     crafted_ontology,
@@ -125,6 +125,41 @@ def test_a_series_scoped_catalog_holds_that_series_only_and_the_view_still_names
     # The page of an unknown series still lists the series that are there.
     with pytest.raises(ViewError, match=f"series there: {OTHER}, {SERIES}"):
         write_view(db, "never_loaded", two_series["data"] / "never.html")
+
+
+def test_a_run_reuses_a_series_catalog_until_that_series_is_published_again(
+    two_series: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(WAREHOUSE_ENV, "shards")
+    db = two_series["data"] / "fantasy_kg.duckdb"
+    _load(two_series, SERIES, db)
+    root = scale_out_root(db)
+    assert root is not None
+    cache = CatalogCache(root)
+    sql = "SELECT entity_id, name FROM entities WHERE series = ? ORDER BY ALL"
+    try:
+        with cache.connect(SERIES) as first:
+            before = first.execute(sql, [SERIES]).fetchall()
+        with cache.connect(SERIES) as again, cache.connect(OTHER) as other:
+            assert again.execute(sql, [SERIES]).fetchall() == before
+            assert other.execute("SELECT count(*) FROM entities").fetchone() == (0,)
+        assert before and cache.opened == 2  # one per series, the second read reused it
+        with cache.connect(SERIES) as reading:
+            # Both series published while a reader is open: it keeps its snapshot, the next
+            # connection opens the new versions (OTHER was empty, now it has rows).
+            _load(two_series, SERIES, db)
+            _load(two_series, OTHER, db)
+            assert reading.execute(sql, [SERIES]).fetchall() == before
+            with cache.connect(OTHER) as other:
+                assert other.execute(sql, [OTHER]).fetchall()
+        assert cache.opened == 3
+        with cache.connect(SERIES) as fresh:
+            assert fresh.execute(sql, [SERIES]).fetchall() == before
+        assert cache.opened == 4
+    finally:
+        cache.close()
+    with pytest.raises(ConfigError, match="not a valid warehouse shard name"), cache.connect(".."):
+        pass
 
 
 def _cli(paths: dict[str, Path], series: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -274,6 +309,14 @@ def test_dagster_materializes_into_shards_with_described_columns_and_no_pool(
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks and all(checks.values()), checks
         graph = metadata_of(result, "knowledge_graph")
+        # The checks and the metadata reuse the series' catalog: one open per publish
+        # (knowledge_graph, cost_summary), not one per step.
+        opened = [
+            int(e.user_message.rsplit(":", 1)[1])
+            for e in instance.all_logs(result.run_id)
+            if e.user_message.startswith("warehouse catalogs opened by this run:")
+        ]
+        assert opened and 1 <= opened[0] <= 2, opened
     assert not db.exists()  # everything went to the shard root
     schema = graph["dagster/column_schema"]
     assert schema.columns and all(c.description for c in schema.columns)

@@ -49,8 +49,15 @@ FASTER = Target(metric="ratio", limit=1.0, text="faster than one by one (ratio <
 WAREHOUSE = "shards"
 
 
+SERIES_ENV = "BENCH_SCALE_SERIES"
+"""Overrides the full mode's series count (a shorter probe while tuning; the row says its size)."""
+
+
 def _count(ctx: Context) -> int:
-    return QUICK_SERIES if ctx.quick else FULL_SERIES
+    if ctx.quick:
+        return QUICK_SERIES
+    raw = os.environ.get(SERIES_ENV, "").strip()
+    return int(raw) if raw else FULL_SERIES
 
 
 def _slugs(n: int) -> list[str]:
@@ -177,6 +184,7 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
 
         dagster, instance, data = state
         os.environ["FANTASY_KG_WAREHOUSE"] = WAREHOUSE  # this process reads the same warehouse
+        busy = _CpuBusy()
         try:
             dagster.backfill(slugs)
             runs, most = dagster.wait_for_runs(instance, n, timeout_s=deadline)
@@ -192,6 +200,7 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
             "failed_runs": 0,
             "most_runs_in_progress": most,
             "series_in_warehouse": _series_in_warehouse(data),
+            "machine_cpu_busy": busy.share(),
         }
 
     def baseline_setup() -> Path:
@@ -210,6 +219,7 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
         from fantasy_kg.pipeline.view import default_output, write_view
 
         model = default_model()
+        busy = _CpuBusy()
         started = time.perf_counter()
         for slug in slugs:
             sections, extracted = data / "sections", data / "extracted"
@@ -231,12 +241,41 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
         return {
             "series_in_warehouse": _series_in_warehouse(data),
             "seconds_per_series": round((time.perf_counter() - started) / n, 2),
+            "machine_cpu_busy": busy.share(),
         }
 
     return {
         "subject": Variant(run=subject, setup=subject_setup, label=case.subject_label),
         "baseline": Variant(run=baseline, setup=baseline_setup, label=case.baseline_label),
     }
+
+
+class _CpuBusy:
+    """The share of the machine's CPU time that was busy since creation (``/proc/stat``).
+
+    Says whether a variant kept the cores busy: the queued variant can only beat the loop by
+    using both cores, so idle time there is time lost to scheduling (queue, launches, polls),
+    and busy time is the runs' own cost. ``None`` where ``/proc/stat`` is missing.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            first = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()
+        except OSError:
+            return None
+        ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(ticks), ticks[3] + ticks[4]
+
+    def share(self) -> float | None:
+        end = self._read()
+        if self._start is None or end is None or end[0] == self._start[0]:
+            return None
+        total, idle = end[0] - self._start[0], end[1] - self._start[1]
+        return round(1 - idle / total, 3)
 
 
 def _series_in_warehouse(data: Path) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 from fantasy_kg.defs.errors import transient_retry_policy, user_errors_as_failures
 from fantasy_kg.defs.keys import (
@@ -30,7 +31,7 @@ from fantasy_kg.pipeline.costs import load_cost_report, series_cost_report
 from fantasy_kg.pipeline.graph import load_series_from_files
 from fantasy_kg.pipeline.pictures import CostBar, cost_chart_png, markdown_image
 from fantasy_kg.warehouse.schema import column_docs
-from fantasy_kg.warehouse.shards import open_catalog, scale_out_root
+from fantasy_kg.warehouse.shards import CatalogCache, open_catalog, scale_out_root
 
 FACT_TABLES = (
     "entities",
@@ -52,7 +53,24 @@ class WarehouseResource(DuckDBResource):
     One file (default): exactly ``DuckDBResource`` on ``database``. Scale-out: ``get_connection``
     yields an in-memory catalog over every published series (shard root beside ``database``, or
     the root the setting names), so assets, checks and ``fantasy-kg sql`` read the same data.
+    During a run, :func:`series_connection` reuses one series' catalog across the run's steps
+    (:class:`~fantasy_kg.warehouse.shards.CatalogCache`), closed when the run ends.
     """
+
+    _catalogs: CatalogCache | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Start the run's catalog cache (scale-out only)."""
+        root = scale_out_root(Path(self.database))
+        self._catalogs = CatalogCache(root) if root is not None else None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the catalogs the run's steps opened."""
+        if self._catalogs is not None:
+            if context.log is not None:
+                context.log.debug(f"warehouse catalogs opened by this run: {self._catalogs.opened}")
+            self._catalogs.close()
+            self._catalogs = None
 
     @contextmanager
     def get_connection(self) -> Iterator[Any]:
@@ -65,14 +83,33 @@ class WarehouseResource(DuckDBResource):
         with closing(open_catalog(root)) as conn:
             yield conn
 
+    @contextmanager
+    def series_connection(self, series: str) -> Iterator[Any]:
+        """A connection for reading one series' rows (see :func:`series_connection`)."""
+        root = scale_out_root(Path(self.database))
+        if root is None:
+            with self.get_connection() as conn:
+                yield conn
+        elif self._catalogs is not None:
+            with self._catalogs.connect(series) as conn:
+                yield conn
+        else:
+            with closing(open_catalog(root, series)) as conn:
+                yield conn
+
 
 @contextmanager
 def series_connection(duckdb: DuckDBResource, series: str) -> Iterator[Any]:
     """A connection for reading one series' rows (every query filters on ``series``).
 
     Scale-out: a catalog of that series alone, so a partition's steps do not resolve every
-    published series (their cost would grow with the library). One file: ``get_connection``.
+    published series (their cost would grow with the library), reused across the run's steps
+    while the series is not published again. One file: ``get_connection``.
     """
+    if isinstance(duckdb, WarehouseResource):
+        with duckdb.series_connection(series) as conn:
+            yield conn
+        return
     root = scale_out_root(Path(duckdb.database))
     if root is None:
         with duckdb.get_connection() as conn:

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -191,6 +192,63 @@ def _stamp_current(conn: duckdb.DuckDBPyConnection) -> None:
         )
 
 
+class CatalogCache:
+    """One catalog per series, reused while that series' pointer stays where it was.
+
+    A partition's run reads its series' catalog in many steps (the checks, the metadata of
+    ``knowledge_graph`` and ``cost_summary``); opening one costs ~60 ms of CPU (an in-memory
+    DuckDB, a view per table, the analyst views), so a run opened eight. Here each step gets a
+    cursor on a catalog that is reopened only when the series was published again since, so a
+    reader still sees the series as published when it connected. Local roots only: on object
+    storage reading the pointer is a request of its own, and every connection opens afresh.
+
+    Thread-safe. Catalogs superseded by a newer version are closed with the cache, not at once:
+    a cursor taken from one may still be reading (closing a DuckDB connection closes its cursors).
+    """
+
+    def __init__(self, root: ShardRoot) -> None:
+        """A cache for catalogs under ``root`` (nothing opened yet)."""
+        self._root = root
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[str | None, duckdb.DuckDBPyConnection]] = {}
+        self._superseded: list[duckdb.DuckDBPyConnection] = []
+        self.opened = 0
+        """Catalogs opened so far (tests and benchmarks read it)."""
+
+    @contextlib.contextmanager
+    def connect(self, series: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read connection to ``series``' catalog, closed when the block ends."""
+        if self._root.remote:
+            with contextlib.closing(open_catalog(self._root, series)) as conn:
+                yield conn
+            return
+        # Read before opening: if a load publishes in between, the catalog holds the newer
+        # version under the older name, and the next call reopens it. Never the reverse.
+        version = _read_pointer(self._root, series, None)
+        with self._lock:
+            entry = self._open.get(series)
+            if entry is None or entry[0] != version:
+                if entry is not None:
+                    self._superseded.append(entry[1])
+                entry = (version, open_catalog(self._root, series))
+                self._open[series] = entry
+                self.opened += 1
+            cursor = entry[1].cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        """Close every catalog (the end of the run that used them)."""
+        with self._lock:
+            conns = [conn for _, conn in self._open.values()] + self._superseded
+            self._open.clear()
+            self._superseded.clear()
+        for conn in conns:
+            conn.close()
+
+
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -227,13 +285,18 @@ def _series_lock(root: ShardRoot, series: str, lock_wait: float) -> Iterator[Non
         os.close(fd)
 
 
-def _read_pointer(root: ShardRoot, series: str, conn: duckdb.DuckDBPyConnection) -> str | None:
+def _read_pointer(
+    root: ShardRoot, series: str, conn: duckdb.DuckDBPyConnection | None
+) -> str | None:
+    """The series' published version, or None; ``conn`` reads it on object storage."""
     pointer = f"{root.series_dir(series)}/{_POINTER}"
     if not root.remote:
         try:
             return Path(pointer).read_text(encoding="utf-8").strip() or None
         except FileNotFoundError:
             return None
+    if conn is None:
+        raise ValueError("reading a remote pointer needs a DuckDB connection")
     try:
         row = conn.execute("SELECT content FROM read_text(?)", [pointer]).fetchone()
     except duckdb.Error:
