@@ -41,7 +41,7 @@ ASSET_JOB = "__ASSET_JOB"
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
-def _pg_tool(name: str) -> str | None:
+def pg_tool(name: str) -> str | None:
     """Path of a PostgreSQL server binary: on PATH, else Debian's versioned folder."""
     found = shutil.which(name)
     if found:
@@ -74,7 +74,7 @@ def _as_server_user() -> list[str]:
 
 def require_postgres() -> tuple[str, str]:
     """Paths of ``initdb`` and ``pg_ctl``; skip (fail in CI) when the server is not installed."""
-    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
+    initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
     if initdb is None or pg_ctl is None:
         why = "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
         if os.environ.get("CI"):

@@ -150,12 +150,12 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
         from fantasy_kg_tests.pg_support import (
             PG_URL_ENV,
             QueuedDagster,
-            _pg_tool,
+            pg_tool,
             postgres_server,
             write_test_home,
         )
 
-        if _pg_tool("initdb") is None:
+        if pg_tool("initdb") is None:
             raise Skip("PostgreSQL server binaries (initdb) not found; apt-get install postgresql")
         stack.close()
         data = _fresh_data(base, "queued", n)
