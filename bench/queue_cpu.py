@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import psutil
-import sqlalchemy
 
 from bench.harness import DEFAULT_WORK_DIR, bench_env
 from fantasy_kg_tests.pg_support import (
     PG_URL_ENV,
     QueuedDagster,
+    pg_sessions,
     pg_tool,
     postgres_server,
     write_test_home,
@@ -105,20 +105,6 @@ def _reaped_cpu(proc: psutil.Process) -> float:
     return float(times.user + times.system + times.children_user + times.children_system)
 
 
-def _sessions(url: str) -> int:
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            value = conn.execute(
-                sqlalchemy.text(
-                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
-                )
-            ).scalar()
-    finally:
-        engine.dispose()
-    return int(value or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Queue the series, wait for their runs, print where the CPU went."""
     parser = argparse.ArgumentParser(prog="python -m bench.queue_cpu", description=__doc__)
@@ -156,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             postmaster = _postmaster()
             sampler = _Sampler()
             sampler.start()
-            pg_before, sessions_before = _reaped_cpu(postmaster), _sessions(url)
+            pg_before, sessions_before = _reaped_cpu(postmaster), pg_sessions(url)
             started = time.perf_counter()
             dagster.backfill(slugs)
             runs, _ = dagster.wait_for_runs(instance, len(slugs), timeout_s=3600.0)
@@ -164,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler.done.set()
             sampler.join()
             pg_cpu = _reaped_cpu(postmaster) - pg_before
-            sessions = _sessions(url) - sessions_before - 1
+            sessions = pg_sessions(url) - sessions_before - 1
         finally:
             dagster.stop_daemon()
             instance.dispose()

@@ -155,6 +155,26 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def pg_scalar(url: str, sql: str) -> object:
+    """One value from a query on a connection of its own (closed at once, nothing pooled)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def pg_sessions(url: str) -> int:
+    """Connections the server has accepted into this database so far (PostgreSQL 14+)."""
+    value = pg_scalar(
+        url, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+    )
+    return int(str(value or 0))
+
+
 def shipped_instance_config() -> dict[str, object]:
     """The instance config shipped in ``deploy/postgres/dagster.yaml``, parsed."""
     loaded = yaml.safe_load((PG_INSTANCE_DIR / "dagster.yaml").read_text(encoding="utf-8"))

@@ -29,6 +29,8 @@ from fantasy_kg_tests.pg_support import (
     PostgresServer,
     QueuedDagster,
     failure_report,
+    pg_scalar,
+    pg_sessions,
     postgres_server,
     shipped_instance_config,
     write_test_home,
@@ -168,22 +170,6 @@ def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Pa
     assert ignored.returncode == 0
 
 
-def _sessions(pg_url: str) -> int:
-    """Connections the server has accepted into this database so far (PostgreSQL 14+)."""
-    engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(
-                sqlalchemy.text(
-                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
-                )
-            ).fetchone()
-    finally:
-        engine.dispose()
-    assert row is not None
-    return int(row[0])
-
-
 def test_the_shipped_storage_reuses_connections_and_survives_dropped_ones(pg_url: str) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(PG_URL_ENV, pg_url)
@@ -191,26 +177,20 @@ def test_the_shipped_storage_reuses_connections_and_survives_dropped_ones(pg_url
         try:
             instance.get_runs_count()
             instance.event_log_storage.get_pool_limits()
-            before = _sessions(pg_url)
+            before = pg_sessions(pg_url)
             for _ in range(40):
                 instance.get_runs_count()
                 instance.event_log_storage.get_pool_limits()
             # 80 queries: each storage reused its one connection (Dagster's own storage opens
             # one per query); the probe itself is one session.
-            assert _sessions(pg_url) - before <= 3
+            assert pg_sessions(pg_url) - before <= 3
             # A server restart or a proxy closes idle connections: the next query reconnects.
-            engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
-            try:
-                with engine.connect() as conn:
-                    killed = conn.execute(
-                        sqlalchemy.text(
-                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                        )
-                    ).scalar()
-            finally:
-                engine.dispose()
-            assert killed and killed >= 2
+            killed = pg_scalar(
+                pg_url,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            assert isinstance(killed, int) and killed >= 2
             assert instance.get_runs_count() == 0
             assert instance.event_log_storage.get_pool_limits() is not None
         finally:
