@@ -83,19 +83,10 @@ class WarehouseResource(DuckDBResource):
         with closing(open_catalog(root)) as conn:
             yield conn
 
-    @contextmanager
-    def series_connection(self, series: str) -> Iterator[Any]:
-        """A connection for reading one series' rows (see :func:`series_connection`)."""
-        root = scale_out_root(Path(self.database))
-        if root is None:
-            with self.get_connection() as conn:
-                yield conn
-        elif self._catalogs is not None:
-            with self._catalogs.connect(series) as conn:
-                yield conn
-        else:
-            with closing(open_catalog(root, series)) as conn:
-                yield conn
+    @property
+    def catalogs(self) -> CatalogCache | None:
+        """The run's series catalogs (scale-out mode, between setup and teardown), else None."""
+        return self._catalogs
 
 
 @contextmanager
@@ -106,13 +97,14 @@ def series_connection(duckdb: DuckDBResource, series: str) -> Iterator[Any]:
     published series (their cost would grow with the library), reused across the run's steps
     while the series is not published again. One file: ``get_connection``.
     """
-    if isinstance(duckdb, WarehouseResource):
-        with duckdb.series_connection(series) as conn:
-            yield conn
-        return
     root = scale_out_root(Path(duckdb.database))
     if root is None:
         with duckdb.get_connection() as conn:
+            yield conn
+        return
+    cache = duckdb.catalogs if isinstance(duckdb, WarehouseResource) else None
+    if cache is not None:
+        with cache.connect(series) as conn:
             yield conn
         return
     with closing(open_catalog(root, series)) as conn:
