@@ -14,6 +14,7 @@ time. Sampling costs a little CPU of its own, printed as ``this probe``. docs/de
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -47,7 +48,7 @@ def _kind(proc: psutil.Process) -> str | None:
         return "this probe"
     if "spawn_main" in cmd:
         return "run workers"
-    if "api grpc" in cmd:
+    if "api grpc" in cmd or "code-server start" in cmd:
         return "code servers"
     if "dagster-daemon" in cmd:
         return "daemon"
@@ -59,12 +60,23 @@ def _kind(proc: psutil.Process) -> str | None:
 
 
 class _Sampler(threading.Thread):
-    """Last seen CPU time of every process of the deployment, sampled until stopped."""
+    """CPU time of every process of the deployment since the sampler started, until stopped.
+
+    Processes already running at the start (the daemon, the code server: a deployment has them
+    running before a backfill) count only what they spend from then on.
+    """
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.seen: dict[int, tuple[str, float]] = {}
         self.done = threading.Event()
+        self._before: dict[int, float] = {}
+        for proc in psutil.process_iter():
+            kind = _kind(proc)
+            with contextlib.suppress(psutil.Error, OSError):
+                if kind is not None:
+                    times = proc.cpu_times()
+                    self._before[proc.pid] = times.user + times.system
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -82,8 +94,8 @@ class _Sampler(threading.Thread):
 
     def totals(self) -> list[tuple[str, float]]:
         out: dict[str, float] = {}
-        for kind, cpu in self.seen.values():
-            out[kind] = out.get(kind, 0.0) + cpu
+        for pid, (kind, cpu) in self.seen.items():
+            out[kind] = out.get(kind, 0.0) + cpu - self._before.get(pid, 0.0)
         return sorted(out.items(), key=lambda item: -item[1])
 
 
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         dagster = QueuedDagster(write_test_home(base / "home"), env, base / "logs")
         instance = dagster.instance()
-        dagster.start_daemon()
+        dagster.start()
         try:
             postmaster = _postmaster()
             sampler = _Sampler()
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             pg_cpu = _reaped_cpu(postmaster) - pg_before
             sessions = pg_sessions(url) - sessions_before - 1
         finally:
-            dagster.stop_daemon()
+            dagster.stop()
             instance.dispose()
     n = len(slugs)
     failed = sum(1 for r in runs if r.status.value != "SUCCESS")

@@ -9,8 +9,9 @@ PostgreSQL refuses to run as root, so under root the server runs as the ``postgr
 Where the binaries are missing the tests skip with the reason, except in CI (``$CI`` set), where
 a missing server is a broken setup (``.ci/run`` installs the package) and fails.
 
-``QueuedDagster`` runs ``dagster-daemon`` on the instance shipped in ``deploy/postgres`` and
-submits partition runs through its queue with ``dagster job backfill``, as a user would.
+``QueuedDagster`` runs the services of ``deploy/postgres`` as docs/deploy.md starts them (a code
+server of its own, ``dagster-daemon``) on the instance shipped there, and submits partition runs
+through its queue with ``dagster job backfill``, as a user would.
 """
 
 import contextlib
@@ -37,6 +38,8 @@ from fantasy_kg.defs.keys import DUCKDB_POOL
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PG_INSTANCE_DIR = REPO_ROOT / "deploy" / "postgres"
 PG_URL_ENV = "FANTASY_KG_DAGSTER_PG_URL"
+CODE_LOCATION_MODULE = "fantasy_kg.definitions"
+CODE_LOCATION_NAME = "fantasy_kg"
 ASSET_JOB = "__ASSET_JOB"
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -182,6 +185,16 @@ def shipped_instance_config() -> dict[str, object]:
     return loaded
 
 
+def shipped_workspace_config(*, port: int | None = None) -> dict[str, object]:
+    """``deploy/postgres/workspace.yaml``, parsed; ``port`` replaces the code server's port."""
+    loaded = yaml.safe_load((PG_INSTANCE_DIR / "workspace.yaml").read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    if port is not None:
+        for entry in loaded["load_from"]:
+            entry["grpc_server"]["port"] = port
+    return loaded
+
+
 def write_test_home(home: Path, **run_monitoring: int) -> Path:
     """A ``DAGSTER_HOME`` holding the shipped config, with faster monitoring for a test.
 
@@ -199,13 +212,15 @@ def write_test_home(home: Path, **run_monitoring: int) -> Path:
 
 
 class QueuedDagster:
-    """``dagster-daemon`` on a queued PostgreSQL instance, and runs submitted to its queue."""
+    """A code server and ``dagster-daemon`` on a queued PostgreSQL instance, and runs queued."""
 
     def __init__(self, home: Path, env: dict[str, str], log_dir: Path) -> None:
         self.home = home
         self.env = {**env, "DAGSTER_HOME": str(home)}
         self.log_dir = log_dir
+        self.workspace = home / "workspace.yaml"
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.code_server: subprocess.Popen[bytes] | None = None
         self._logs = 0
 
     def _log_file(self, what: str) -> Path:
@@ -240,51 +255,61 @@ class QueuedDagster:
             capture_output=True,
         )
 
-    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
-        """Start ``dagster-daemon run`` on the repo's workspace (its own process group).
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start the deployment's services as docs/deploy.md does: code server, then daemon.
 
-        The writer pool's limit is set first, as docs/deploy.md tells a deployment to.
+        The writer pool's limit is set first. The code server is ``dagster code-server start``
+        on a free port, with ``deploy/postgres/workspace.yaml`` (its port changed) pointing the
+        daemon and the backfill command at it. ``extra_env`` goes to both: the code server
+        launches the runs (their workers inherit its environment) and evaluates the sensors.
+        Each service gets its own process group.
         """
-        assert self.daemon is None, "daemon already running"
+        assert self.daemon is None and self.code_server is None, "services already running"
         self.set_writer_pool_limit()
-        log = self._log_file("daemon")
-        exe = Path(sys.executable).parent / "dagster-daemon"
-        with open(log, "wb") as fh:
-            self.daemon = subprocess.Popen(
-                [str(exe), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+        env = {**self.env, **(extra_env or {})}
+        port = _free_port()
+        self.workspace.write_text(
+            yaml.safe_dump(shipped_workspace_config(port=port), sort_keys=False), encoding="utf-8"
+        )
+        self.code_server = self._spawn(
+            "code-server",
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                *("code-server", "start", "-m", CODE_LOCATION_MODULE),
+                *("--location-name", CODE_LOCATION_NAME, "-h", "127.0.0.1", "-p", str(port)),
+            ],
+            env,
+        )
+        _wait_for_port(port, self.code_server, timeout_s=300.0)
+        self.daemon = self._spawn(
+            "daemon",
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(self.workspace)],
+            env,
+        )
+
+    def _spawn(self, what: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self._log_file(what), "wb") as fh:
+            return subprocess.Popen(
+                cmd,
                 cwd=REPO_ROOT,
-                env={**self.env, **(extra_env or {})},
+                env=env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
-    def stop_daemon(self) -> None:
-        """Stop the daemon and everything it started (code server, run workers)."""
-        if self.daemon is None:
-            return
-        # The code server and its run workers may leave the daemon's process group: note them
-        # first, and kill whatever of them outlives the daemon.
-        family = _descendants(self.daemon.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.daemon.pid, signal.SIGTERM)
-        try:
-            self.daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.daemon.pid, signal.SIGKILL)
-            self.daemon.wait(timeout=10)
-        for proc in family:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(family, timeout=10)
-        self.daemon = None
+    def stop(self) -> None:
+        """Stop the daemon, then the code server and everything it started (run workers)."""
+        for proc in (self.daemon, self.code_server):
+            if proc is not None:
+                _stop_group(proc)
+        self.daemon = self.code_server = None
 
     def backfill(self, partitions: Sequence[str]) -> None:
         """Queue one run per partition of the asset job, the way a user does from the CLI."""
         exe = Path(sys.executable).parent / "dagster"
         log = self._log_file("backfill")
-        cmd = [str(exe), "job", "backfill", "-w", str(REPO_ROOT / "workspace.yaml")]
+        cmd = [str(exe), "job", "backfill", "-w", str(self.workspace)]
         cmd += ["-j", ASSET_JOB, "--partitions", ",".join(partitions), "--noprompt"]
         with open(log, "wb") as fh:
             proc = subprocess.run(
@@ -316,19 +341,20 @@ class QueuedDagster:
             most_in_flight = max(most_in_flight, instance.get_runs_count(filters=in_flight))
             if instance.get_runs_count(filters=finished) >= count:
                 return list(instance.get_runs()), most_in_flight
-            if self.daemon is not None and self.daemon.poll() is not None:
-                raise AssertionError(f"dagster-daemon exited: {self.daemon_log()[-3000:]}")
+            for name, proc in (("dagster-daemon", self.daemon), ("code server", self.code_server)):
+                if proc is not None and proc.poll() is not None:
+                    raise AssertionError(f"{name} exited: {self.daemon_log()[-3000:]}")
             if time.monotonic() > deadline:
                 states = sorted(str(r.status) for r in instance.get_runs())
                 raise AssertionError(f"runs did not end in {timeout_s:.0f} s: {states}")
             time.sleep(0.5)
 
     def run_workers(self) -> list[int]:
-        """Pids of the run workers of the daemon's code server (its multiprocessing children)."""
-        if self.daemon is None:
+        """Pids of the run workers of the code server (multiprocessing children of its process)."""
+        if self.code_server is None:
             return []
         pids = []
-        for proc in _descendants(self.daemon.pid):
+        for proc in _descendants(self.code_server.pid):
             with contextlib.suppress(psutil.Error):
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
@@ -337,11 +363,29 @@ class QueuedDagster:
                     pids.append(proc.pid)
         return pids
 
+    def code_location_servers(self) -> dict[str, list[int]]:
+        """Pids of the ``dagster api grpc`` servers (the processes that load the code), by owner.
+
+        ``code server`` holds the one ``dagster code-server start`` runs its code in; ``daemon``
+        those the daemon started itself, which it does when its workspace names a module instead
+        of a server (and then replaces every 60 s).
+        """
+        found: dict[str, list[int]] = {}
+        for owner, proc in (("code server", self.code_server), ("daemon", self.daemon)):
+            if proc is None:
+                continue
+            for child in _descendants(proc.pid):
+                with contextlib.suppress(psutil.Error):
+                    if "api grpc" in " ".join(child.cmdline()):
+                        found.setdefault(owner, []).append(child.pid)
+        return found
+
     def daemon_log(self) -> str:
-        """Every daemon log of this test, concatenated."""
+        """Every daemon and code server log of this test, concatenated in order."""
         return "\n".join(
             p.read_text(encoding="utf-8", errors="replace")
-            for p in sorted(self.log_dir.glob("*-daemon.log"))
+            for p in sorted(self.log_dir.glob("*.log"))
+            if p.name.endswith(("-daemon.log", "-code-server.log"))
         )
 
     def wait_for_step(
@@ -382,10 +426,10 @@ class QueuedDagster:
         worker as a multiprocessing child and, when it notices the child gone, marks the run
         FAILURE with an engine event "Run execution process for <id> was terminated by signal 9";
         until then (or if the code server died too) the run stays STARTED. Both are a death: a
-        STARTED run with no run worker left in the daemon's process tree (call this with that run
-        the only one launched), or a FAILURE carrying that engine event and no step failure. Any
-        other end is a real failure and fails the test. Returns the run and the step it was in
-        (the last one started).
+        STARTED run with no run worker left in the code server's process tree (call this with
+        that run the only one launched), or a FAILURE carrying that engine event and no step
+        failure. Any other end is a real failure and fails the test. Returns the run and the
+        step it was in (the last one started).
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -454,6 +498,38 @@ def _died(instance: dg.DagsterInstance, run_id: str) -> bool:
         and "signal 9" in rec.message
         for rec in records
     )
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait until the code server accepts connections: it binds its port once the code loaded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the code server exited with {proc.returncode} before serving")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the code server did not serve on port {port} within {timeout_s:.0f} s")
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a service's process group (SIGKILL after 30 s), then whatever it left behind.
+
+    Its children (a code server's run workers) may have left the group: they are noted first.
+    """
+    family = _descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    for child in family:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(family, timeout=10)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

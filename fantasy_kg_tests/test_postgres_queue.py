@@ -1,10 +1,11 @@
 """The PostgreSQL instance in ``deploy/postgres``: daemon, run queue and partitions at once.
 
-A real PostgreSQL cluster (``pg_support.postgres_server``), the real ``dagster-daemon`` on the
-shipped instance config, runs submitted with ``dagster job backfill`` and launched by the queue
-(each run a process of its own, four at a time), the local backend, tiny synthetic series. The
-kill test SIGKILLs one run inside its knowledge_graph load transaction with the project's
-``during_load`` failpoint (armed only in the daemon that launches that run).
+A real PostgreSQL cluster (``pg_support.postgres_server``), a code server and the real
+``dagster-daemon`` on the shipped instance config and workspace, runs submitted with
+``dagster job backfill`` and launched by the queue (each run a process of its own, four at a
+time), the local backend, tiny synthetic series. The kill test SIGKILLs one run inside its
+knowledge_graph load transaction with the project's ``during_load`` failpoint (armed only in
+the code server that launches that run).
 """
 
 import os
@@ -19,11 +20,14 @@ import duckdb
 import pytest
 import sqlalchemy
 import sqlalchemy.exc
+import yaml
 
 from fantasy_kg.defs.keys import DUCKDB_POOL
 from fantasy_kg.domain import paths
 from fantasy_kg_tests.dagster_support import table_snapshot
 from fantasy_kg_tests.pg_support import (
+    CODE_LOCATION_MODULE,
+    CODE_LOCATION_NAME,
     PG_INSTANCE_DIR,
     PG_URL_ENV,
     PostgresServer,
@@ -33,6 +37,7 @@ from fantasy_kg_tests.pg_support import (
     pg_sessions,
     postgres_server,
     shipped_instance_config,
+    shipped_workspace_config,
     write_test_home,
 )
 
@@ -121,6 +126,28 @@ def _without(rows: list[tuple[object, ...]], series: str) -> list[tuple[object, 
 
 def _partition_of(run: dg.DagsterRun) -> str:
     return run.tags.get("dagster/partition", "")
+
+
+def test_shipped_workspace_points_at_one_code_server_of_the_projects_location() -> None:
+    """deploy/postgres/workspace.yaml: the services connect to a code server started on its own
+    (docs/deploy.md), serving the location the repository's workspace.yaml loads in-process."""
+    own = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
+    (module,) = [entry["python_module"] for entry in own["load_from"]]
+    entries = shipped_workspace_config()["load_from"]
+    assert isinstance(entries, list)
+    (server,) = [entry["grpc_server"] for entry in entries]
+    assert (module["module_name"], module["location_name"]) == (
+        CODE_LOCATION_MODULE,
+        CODE_LOCATION_NAME,
+    )
+    assert server == {"host": "localhost", "port": 4000, "location_name": CODE_LOCATION_NAME}
+    # The documented command starts exactly that server.
+    docs = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert (
+        f"dagster code-server start -m {CODE_LOCATION_MODULE} --location-name {CODE_LOCATION_NAME}"
+        f" -h 0.0.0.0 -p {server['port']}"
+    ) in docs
+    assert "dagster-daemon run -w deploy/postgres/workspace.yaml" in docs
 
 
 def test_shipped_instance_config_is_queued_on_postgres(pg_url: str, tmp_path: Path) -> None:
@@ -231,8 +258,10 @@ def test_twenty_partitions_four_at_a_time_then_a_rerun_creates_no_batch(
     slugs = write_series(data_dir, N_SERIES)
     dagster = QueuedDagster(write_test_home(tmp_path / "home"), _env(data_dir, pg_url), tmp_path)
     instance = dagster.instance()
-    dagster.start_daemon()
+    dagster.start()
     try:
+        servers = dagster.code_location_servers()
+        assert len(servers["code server"]) == 1 and "daemon" not in servers, servers
         dagster.backfill(slugs)
         runs, most = dagster.wait_for_runs(instance, N_SERIES)
         failed = [
@@ -255,8 +284,11 @@ def test_twenty_partitions_four_at_a_time_then_a_rerun_creates_no_batch(
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in rerun)
         assert _batch_jobs(data_dir) == jobs, "the rerun created a batch"
         assert table_snapshot(db) == before
+        # Minutes of daemon refreshes later, the code was still loaded once: the daemon and the
+        # backfills used the code server of deploy/postgres/workspace.yaml, and started none.
+        assert dagster.code_location_servers() == servers
     finally:
-        dagster.stop_daemon()
+        dagster.stop()
         instance.dispose()
 
 
@@ -272,27 +304,27 @@ def test_a_run_killed_mid_load_keeps_the_previous_state_and_reruns(
     dagster = QueuedDagster(home, _env(data_dir, pg_url), tmp_path)
     instance = dagster.instance()
     try:
-        dagster.start_daemon()
+        dagster.start()
         dagster.backfill(slugs)
         runs, _ = dagster.wait_for_runs(instance, len(slugs))
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         db = paths.warehouse_path(data_dir)
         before = table_snapshot(db)
-        dagster.stop_daemon()
+        dagster.stop()
 
         # New text for the victim, so that its next load changes its rows.
         book = paths.books_dir(data_dir) / victim / "01_book.txt"
         book.write_text(book.read_text("utf-8") + "\n" + _paragraphs(12), "utf-8")
 
-        # A daemon whose run workers die with SIGKILL inside a load transaction: the failpoint
+        # A code server whose run workers die with SIGKILL inside a load transaction: the failpoint
         # counts replaced tables per process; cost_summary replaces two (batch_jobs, costs) in
         # its own transaction, so the 4th lands inside knowledge_graph's, after its first
         # tables' rows were already deleted and re-inserted.
         known = {r.run_id for r in runs}
-        dagster.start_daemon({"FANTASY_KG_FAILPOINT": "during_load:4"})
+        dagster.start({"FANTASY_KG_FAILPOINT": "during_load:4"})
         dagster.backfill([victim])
         killed, step = dagster.wait_for_killed_run(instance, victim, known)
-        dagster.stop_daemon()
+        dagster.stop()
         assert step == "knowledge_graph", step
         killed_state = table_snapshot(db)
         for table, rows in killed_state.items():
@@ -309,7 +341,7 @@ def test_a_run_killed_mid_load_keeps_the_previous_state_and_reruns(
         if fresh is not None and not fresh.is_finished:
             instance.report_run_failed(killed, "run worker killed with SIGKILL by the test")
         known.add(killed.run_id)
-        dagster.start_daemon()
+        dagster.start()
         dagster.backfill([victim])
         runs, _ = dagster.wait_for_runs(instance, len(known) + 1)
         rerun = [r for r in runs if r.run_id not in known]
@@ -322,7 +354,7 @@ def test_a_run_killed_mid_load_keeps_the_previous_state_and_reruns(
         assert _series_in_warehouse(db)[victim] > 0
         assert after != before, "the re-run did not load the victim's new text"
     finally:
-        dagster.stop_daemon()
+        dagster.stop()
         instance.dispose()
 
 
@@ -365,13 +397,13 @@ def test_scale_out_warehouse_run_killed_mid_load_keeps_the_published_state(
     instance = dagster.instance()
     db = paths.warehouse_path(data_dir)
     try:
-        dagster.start_daemon()
+        dagster.start()
         dagster.backfill(slugs)
         runs, _ = dagster.wait_for_runs(instance, len(slugs))
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         before = _catalog_snapshot(db)
         assert before["entities"]
-        dagster.stop_daemon()
+        dagster.stop()
 
         book = paths.books_dir(data_dir) / victim / "01_book.txt"
         book.write_text(book.read_text("utf-8") + "\n" + _paragraphs(12), "utf-8")
@@ -379,20 +411,20 @@ def test_scale_out_warehouse_run_killed_mid_load_keeps_the_published_state(
         # Each warehouse step (cost_summary, knowledge_graph: whichever comes first) sleeps
         # between staging the series and publishing it; the test kills the run worker there
         # with SIGKILL from outside, like an OOM kill.
-        dagster.start_daemon({"FANTASY_KG_TEST_PAUSE_IN_LOAD": "600"})
+        dagster.start({"FANTASY_KG_TEST_PAUSE_IN_LOAD": "600"})
         dagster.backfill([victim])
         run = dagster.wait_for_step(instance, victim, known, ("cost_summary", "knowledge_graph"))
         time.sleep(5)  # well inside the 600 s pause
         for pid in dagster.run_workers():
             os.kill(pid, signal.SIGKILL)
-        dagster.stop_daemon()
+        dagster.stop()
         assert _catalog_snapshot(db) == before, "a killed scale-out load changed what readers see"
 
         fresh = instance.get_run_by_id(run.run_id)
         if fresh is not None and not fresh.is_finished:
             instance.report_run_failed(run, "run worker killed with SIGKILL by the test")
         known.add(run.run_id)
-        dagster.start_daemon()
+        dagster.start()
         dagster.backfill([victim])
         runs, _ = dagster.wait_for_runs(instance, len(known) + 1)
         rerun = [r for r in runs if r.run_id not in known]
@@ -402,7 +434,7 @@ def test_scale_out_warehouse_run_killed_mid_load_keeps_the_published_state(
             assert _without(rows, victim) == _without(before.get(table, []), victim), table
         assert after != before
     finally:
-        dagster.stop_daemon()
+        dagster.stop()
         instance.dispose()
 
 
@@ -431,7 +463,7 @@ def test_the_daemons_sensor_completes_claude_batches_on_postgres(
         }
         dagster = QueuedDagster(write_test_home(tmp_path / "home"), env, tmp_path)
         instance = dagster.instance()
-        dagster.start_daemon()
+        dagster.start()
         try:
             dagster.backfill(slugs)
             runs, _ = dagster.wait_for_runs(instance, 2 * len(slugs), timeout_s=900)
@@ -452,5 +484,5 @@ def test_the_daemons_sensor_completes_claude_batches_on_postgres(
             requested = {run_id for t in ticks for run_id in t.run_ids}
             assert {r.run_id for r in by_sensor} <= requested
         finally:
-            dagster.stop_daemon()
+            dagster.stop()
             instance.dispose()

@@ -175,8 +175,8 @@ def variants(case: Case, ctx: Context) -> dict[str, Variant]:
         dagster = QueuedDagster(home, env, base / "queued" / "logs")
         instance = dagster.instance()
         stack.callback(instance.dispose)
-        dagster.start_daemon()
-        stack.callback(dagster.stop_daemon)
+        dagster.start()
+        stack.callback(dagster.stop)
         return dagster, instance, data
 
     def subject(state: Any) -> dict[str, Any]:
