@@ -2,13 +2,14 @@
 
 * **Subject**: the scale-out deployment on one host: the Dagster instance shipped in
   ``deploy/postgres`` (PostgreSQL storage, QueuedRunCoordinator launching from threads, 4 runs at
-  once, one per series) on a throwaway PostgreSQL server, the real ``dagster-daemon``, the
-  scale-out warehouse (``FANTASY_KG_WAREHOUSE=shards``: each run publishes its own series, no
-  writer pool), and ``dagster job backfill -j __ASSET_JOB --partitions <all>``: one run per
-  series, each a process of its own running every asset and check of the series (sections,
-  batch, results, graph load, costs, graph view). Timed from the backfill command to the last
-  run's end; the server and the daemon are started untimed (a deployment has them running).
-  Any failed run fails the row.
+  once, one per series) on a throwaway PostgreSQL server, its services as docs/deploy.md starts
+  them (a code server of its own named by ``deploy/postgres/workspace.yaml``, the real
+  ``dagster-daemon``), the scale-out warehouse (``FANTASY_KG_WAREHOUSE=shards``: each run
+  publishes its own series, no writer pool), and ``dagster job backfill -j __ASSET_JOB
+  --partitions <all>``: one run per series, each a process of its own running every asset and
+  check of the series (sections, batch, results, graph load, costs, graph view). Timed from the
+  backfill command to the last run's end; PostgreSQL, the code server and the daemon are
+  started untimed (a deployment has them running). Any failed run fails the row.
 * **Baseline**: the same series loaded one by one in one Python process with the pipeline
   functions (``build_sections`` → ``run_full`` on the local backend → ``load_series_from_files``
   into the same scale-out warehouse → ``write_view`` and ``network_png``, the page and preview the
